@@ -1,0 +1,125 @@
+"""Safe file handling: atomic safetensors writes and checked reads (never pickle)."""
+from __future__ import annotations
+
+import json
+import os
+import mmap
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors.torch import save_file
+
+from .config import CheckpointError
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call write(tmp_path) on a temporary file beside path, fsync it and rename it over path. On any failure
+    (disk full, permission, interruption) the previous file at path is untouched and the temporary removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str] | None = None) -> Path:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata or {})))
+
+
+PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / torch zip archive
+MAX_HEADER = 100 * 1024 * 1024
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
+          "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class SafetensorsFile:
+    """A safetensors file read through a private memory map: tensor(name) returns a tensor backed by the file's
+    pages (copy-on-write), so loading costs no second copy in RAM and untouched weights are never read.
+    The header is validated up front, with a clear error for missing, truncated, pickle or foreign files."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such file; check the path or the models folder it should be in")
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:1] == PICKLE_MAGIC[0] or head[:4] == PICKLE_MAGIC[1]:
+                raise CheckpointError(f"{path}: this is a pickle/PyTorch archive, not safetensors. Pickle files can "
+                                      f"run code and are never loaded; convert it to .safetensors first")
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 2 <= n <= min(MAX_HEADER, size - 8):
+                raise self._corrupt("bad header length")
+            try:
+                header = json.loads(f.read(n))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise self._corrupt("header is not JSON") from None
+        if not isinstance(header, dict):
+            raise self._corrupt("header is not a JSON object")
+        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        self._data_start = 8 + n
+        self._entries = {}
+        for name, info in header.items():
+            try:
+                dtype = DTYPES[info["dtype"]]
+                shape = [int(d) for d in info["shape"]]
+                begin, end = (int(o) for o in info["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise self._corrupt(f"entry {name!r} is malformed") from None
+            numel = 1
+            for d in shape:
+                numel *= d
+            if end - begin != numel * dtype.itemsize or begin < 0 or self._data_start + end > size:
+                raise self._corrupt(f"tensor {name!r} runs past the end of the file (truncated?)")
+            self._entries[name] = (dtype, shape, begin, end)
+        self._map = None
+        if size > self._data_start:
+            with open(path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+
+    def _corrupt(self, why: str) -> CheckpointError:
+        return CheckpointError(f"{self.path}: not a valid safetensors file ({why}); it may be truncated or "
+                               f"corrupt: download or save it again")
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def shape(self, name: str) -> list[int]:
+        return list(self._entries[name][1])
+
+    def tensor(self, name: str) -> torch.Tensor:
+        dtype, shape, begin, end = self._entries[name]
+        if end == begin:
+            return torch.empty(shape, dtype=dtype)
+        offset = self._data_start + begin
+        if offset % dtype.itemsize:  # misaligned: copy instead of viewing
+            return torch.frombuffer(bytearray(self._map[offset:offset + end - begin]), dtype=dtype).reshape(shape)
+        with warnings.catch_warnings():  # the map is copy-on-write, so writes never reach the file
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.frombuffer(self._map, dtype=dtype, count=(end - begin) // dtype.itemsize,
+                                    offset=offset).reshape(shape)
+
+
+def read_metadata_json(metadata: Mapping[str, str] | None, key: str):
+    if not metadata or key not in metadata:
+        return None
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"the file's '{key}' header is not valid JSON ({err})") from None

@@ -1,0 +1,44 @@
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(ROOT))
+
+import alchemint_core as ac  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY = ac.WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64, freq_dim=32)
+
+
+def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
+    """Random weights everywhere (modulations, norms and zero-initialised parts included), so tests exercise
+    every term of the function rather than an identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * scale
+            if "norm" in name:
+                p.copy_(1 + noise)
+            else:
+                p.copy_(noise * (4 if p.ndim == 1 or "modulation" in name or "embedding" in name else 1))
+    return model
+
+
+def tiny_model(seed=0, adapter=None, cfg=TINY):
+    return randomize(ac.WanModel(cfg, adapter), seed).eval()
+
+
+def manifest(name):
+    return json.loads((DATA / name).read_text())
+
+
+@pytest.fixture
+def tiny():
+    return tiny_model()
