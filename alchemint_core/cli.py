@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
@@ -22,6 +23,52 @@ def cmd_info(args) -> int:
     return 0
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. --set steps=500")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value  # a bare string such as a path
+    return out
+
+
+def cmd_train(args) -> int:
+    from .train_config import TrainConfig, read_config_file
+    from .trainer import Trainer
+    values = read_config_file(args.config) if args.config else {}
+    values.update(parse_overrides(args.set))
+    result = Trainer(TrainConfig.from_dict(values), resume=args.resume).run()
+    print(f"trained {result.steps} steps, last loss {result.last_loss:.4f}: {result.output}")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from tqdm import tqdm
+
+    from .cache import CacheConfig, build_cache
+    from .encoders import load_encoders
+    vae, text = load_encoders(args.encoders)
+    cfg = CacheConfig(num_frames=args.frames, height=args.height, width=args.width,
+                      clips_per_sample=args.clips_per_sample, ref_variants=args.ref_variants, seed=args.seed,
+                      threshold=args.threshold, dtype=args.dtype)
+    bar = tqdm(desc="cache", unit="clip")
+
+    def progress(done, total, name):
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(name)
+        bar.refresh()
+
+    report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}", progress=progress)
+    bar.close()
+    print(f"encoded {len(report.encoded)} clips, skipped {len(report.skipped)} already in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m alchemint_core",
                                 description="AlcheMinT: multi-reference video generation with timed subjects.")
@@ -34,6 +81,39 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--config", choices=["1.3b", "14b"], default="1.3b",
                       help="standard Wan 2.1 config to describe when --model is not given (default 1.3b)")
     info.set_defaults(func=cmd_info)
+
+    from .train_config import options_help
+    train = sub.add_parser("train", help="train an AlcheMinT adapter, LoRA or full model on a cache",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Train with flow matching on an encoded cache. Runs as one process or under "
+                                       "`torchrun --nproc-per-node N -m alchemint_core train ...` (DDP; FSDP with "
+                                       "fsdp = true). Options come from --config and --set.",
+                           epilog="options (config keys):\n" + options_help())
+    train.add_argument("--config", help="TOML, YAML or JSON file with the options below")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one option (VALUE parsed as JSON when it can be), repeatable")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the newest readable checkpoint in the output folder")
+    train.set_defaults(func=cmd_train)
+
+    cache = sub.add_parser("cache", help="encode a dataset folder into a training cache",
+                           description="Encode every sample folder (see the README's dataset format) once: video "
+                                       "latents, caption and tag embeddings, augmented reference variants. Re-running "
+                                       "skips clips already encoded.")
+    cache.add_argument("--data", required=True, help="dataset root: one sub-folder with a sample.json per sample")
+    cache.add_argument("--out", required=True, help="cache folder to create or complete")
+    cache.add_argument("--encoders", required=True, help="demo-encoders .safetensors (VAE + text encoder)")
+    cache.add_argument("--frames", type=int, default=17, help="frames per training clip, 4k+1 (default 17)")
+    cache.add_argument("--height", type=int, help="resize clips to this height (divisible by 16)")
+    cache.add_argument("--width", type=int, help="resize clips to this width (divisible by 16)")
+    cache.add_argument("--clips-per-sample", type=int, default=1, help="clip windows drawn from each video")
+    cache.add_argument("--ref-variants", type=int, default=4, help="augmented reference images per subject")
+    cache.add_argument("--seed", type=int, default=0, help="seed of window choice and augmentation")
+    cache.add_argument("--threshold", type=float, default=0.002,
+                       help="fraction of a frame a mask must cover for the subject to count as present")
+    cache.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                       help="storage dtype of cached tensors")
+    cache.set_defaults(func=cmd_cache)
     return p
 
 
@@ -41,6 +121,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, ValueError) as err:
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -34,8 +34,11 @@ class DenseCaptions:
             self.lengths = torch.full((b, e), self.context.shape[2], dtype=torch.long)
 
 
-def event_frames(start: float, end: float, frames: int) -> tuple[int, int]:
-    """Latent frames s..e (inclusive) an event covers; an event shorter than a frame keeps its nearest frame."""
+def event_frames(start: float, end: float, frames: int) -> tuple[int, int] | None:
+    """Latent frames s..e (inclusive) an event covers; an event shorter than a frame keeps its nearest frame;
+    an event wholly outside the clip (used to pad batches) covers none."""
+    if end < -0.5 or start > frames - 0.5:
+        return None
     s, e = math.ceil(start - 1e-6), math.floor(end + 1e-6)
     if e < s:
         s = e = round((start + end) / 2)
@@ -49,7 +52,10 @@ def rerope_positions(spans: torch.Tensor, frames: int, segment: float) -> tuple[
     inside = torch.zeros(frames, dtype=torch.bool)
     best = torch.full((frames,), math.inf, dtype=torch.float64)
     for i, (start, end) in enumerate(spans.tolist()):
-        s, e = event_frames(start, end, frames)
+        covered = event_frames(start, end, frames)
+        if covered is None:
+            continue
+        s, e = covered
         for f in range(s, e + 1):
             dist = abs(f - (s + e) / 2)
             if dist < best[f]:

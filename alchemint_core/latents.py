@@ -1,7 +1,9 @@
 """Latent normalisation: raw VAE latents <-> the normalised space the DiT works in."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -38,6 +40,16 @@ class LatentFormat:
         return {"mean": list(self.mean), "std": list(self.std)}
 
 
+def read_latent_format(folder: Path) -> LatentFormat:
+    """The latent_format.json a cache folder carries (written from its video encoder)."""
+    path = Path(folder) / LATENT_FORMAT_FILE
+    if not path.is_file():
+        raise ValueError(f"{folder}: no {LATENT_FORMAT_FILE}; build the cache with `python -m alchemint_core cache`")
+    d = json.loads(path.read_text())
+    return LatentFormat(tuple(d["mean"]), tuple(d["std"]))
+
+
+LATENT_FORMAT_FILE = "latent_format.json"
 WAN21 = LatentFormat(WAN21_MEAN, WAN21_STD)
 
 

@@ -37,6 +37,7 @@ def test_every_frame_in_an_event_is_closest_to_its_own_caption(spans):
     pos, inside, captions = rerope_positions(torch.tensor(spans, dtype=torch.float64), 5, 8.0)
     for f in range(5):
         owners = [i for i, (s, e) in enumerate(spans) if event_frames(s, e, 5)[0] <= f <= event_frames(s, e, 5)[1]]
+
         assert bool(inside[f]) == bool(owners)
         if owners:
             d = (captions - pos[f]).abs()
@@ -67,3 +68,8 @@ def test_a_single_event_covering_the_clip_positions_frames_evenly():
 def test_reversed_spans_are_rejected():
     with pytest.raises(ValueError, match="start <= end"):
         dense([[3, 1]])
+
+
+def test_events_outside_the_clip_cover_no_frame():
+    pos, inside, _ = rerope_positions(torch.tensor([[-3.0, -1.0], [1.0, 2.0]]), 5, 8.0)
+    assert inside.tolist() == [False, True, True, False, False]

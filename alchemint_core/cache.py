@@ -1,0 +1,164 @@
+"""Encode a dataset once: video latents, text embeddings and several augmented reference variants per entity go
+into one safetensors shard per training clip, listed in manifest.json. Training reads only this cache.
+
+Re-running skips clips whose shard is listed and readable; shards and the manifest are written atomically, so a
+build killed at any moment leaves only complete shards behind and resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import ReferenceAugment
+from .config import CheckpointError
+from .dataset import DatasetError, list_samples, load_sample, make_clip
+from .encoders import TextEncoder, VideoEncoder
+from .files import SafetensorsFile, atomic_write, save_safetensors
+from .latents import LATENT_FORMAT_FILE
+
+MANIFEST = "manifest.json"
+CACHE_VERSION = 1
+
+
+@dataclass
+class CacheConfig:
+    num_frames: int = 17
+    height: int | None = None  # resize clips to height x width (divisible by 16); None keeps the video's size
+    width: int | None = None
+    clips_per_sample: int = 1
+    ref_variants: int = 4
+    seed: int = 0
+    threshold: float = 0.002
+    dtype: str = "float32"
+
+    def torch_dtype(self) -> torch.dtype:
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if self.dtype not in dtypes:
+            raise ValueError(f"cache dtype {self.dtype!r} must be one of {sorted(dtypes)}")
+        return dtypes[self.dtype]
+
+
+@dataclass
+class CacheReport:
+    encoded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def to_video_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> float [1, 3, N, H, W] in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+
+
+def read_manifest(out: Path) -> dict | None:
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path} is not valid JSON; delete the cache folder and build it again") from None
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    atomic_write(out / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+
+
+def has_tensor(path: Path, key: str) -> bool:
+    """The file is a complete, readable safetensors file holding `key`."""
+    try:
+        return key in SafetensorsFile(path)
+    except CheckpointError:
+        return False
+
+
+def latent_masks(masks: np.ndarray, latent_thw: tuple[int, int, int]) -> torch.Tensor:
+    """Per-frame object masks [N, H, W] -> [T, h, w] presence on the latent grid (max over each cell)."""
+    m = torch.from_numpy(masks.astype(np.float32))
+    first = m[:1].expand(4, -1, -1)
+    grouped = torch.cat([first, m[1:]]).unflatten(0, (-1, 4)).amax(1)  # causal groups like the VAE
+    return F.adaptive_max_pool2d(grouped[:, None], latent_thw[1:])[:, 0]
+
+
+@torch.no_grad()
+def encode_clip(clip, video_encoder: VideoEncoder, text_encoder: TextEncoder, augment: ReferenceAugment,
+                seed: int, dtype: torch.dtype) -> tuple[dict, dict]:
+    video = video_encoder.encode(to_video_tensor(clip.frames))[0]  # raw latents [C, T, h, w]
+    caption, caption_mask = text_encoder.encode([clip.caption])
+    tensors = {"video": video, "caption": caption[0, : int(caption_mask[0].sum())]}
+    if clip.entities:
+        tags, tag_mask = text_encoder.encode([e.tag for e in clip.entities])
+        tensors["tags"], tensors["tag_lengths"] = tags, tag_mask.sum(1)
+        refs = []
+        for i, entity in enumerate(clip.entities):
+            images, masks = augment.augment_uint8(entity.references, entity.reference_masks, seed=seed * 1000 + i)
+            one_frame = images[:, :, None] * 2 - 1  # [V, 3, 1, H, W] in [-1, 1]
+            refs.append(video_encoder.encode(one_frame)[:, :, 0])
+        tensors["refs"] = torch.stack(refs)  # [E, V, C, h, w]
+        tensors["intervals"] = torch.tensor([e.interval for e in clip.entities], dtype=torch.float64)
+        tensors["masks"] = torch.stack([latent_masks(e.masks, tuple(video.shape[1:])) for e in clip.entities])
+    if clip.timed_captions:
+        tc, tc_mask = text_encoder.encode([c.text for c in clip.timed_captions])
+        tensors["timed"], tensors["timed_lengths"] = tc, tc_mask.sum(1)
+        tensors["timed_spans"] = torch.tensor([[c.start, c.end] for c in clip.timed_captions], dtype=torch.float64)
+    tensors = {k: (v.to(dtype) if v.is_floating_point() and k not in ("intervals", "timed_spans") else v)
+               for k, v in tensors.items()}
+    meta = {"caption": clip.caption, "tags": json.dumps([e.tag for e in clip.entities]), "fps": repr(clip.fps),
+            "num_frames": str(len(clip.frames))}
+    return tensors, meta
+
+
+def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: TextEncoder, cfg: CacheConfig,
+                encoder_id: str, augment: ReferenceAugment | None = None,
+                progress: Callable[[int, int, str], None] | None = None) -> CacheReport:
+    """Encode every sample under data_root into out_dir. encoder_id names the encoder pair; a cache made with
+    other encoders or settings is refused rather than mixed."""
+    out = Path(out_dir)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    samples = list_samples(data_root)
+    if not samples:
+        raise DatasetError(f"{data_root}: no sample folders (each needs a sample.json); see the README's dataset format")
+    settings = {"version": CACHE_VERSION, "encoder": encoder_id, "config": asdict(cfg)}
+    manifest = read_manifest(out) or {**settings, "clips": {}}
+    if {k: manifest.get(k) for k in settings} != settings:
+        raise CheckpointError(f"{out} holds a cache built with other encoders or settings "
+                              f"({ {k: manifest.get(k) for k in settings} }); use a new output folder")
+    # The empty caption: what a dropped caption becomes during training.
+    null_path = out / "null_caption.safetensors"
+    if not has_tensor(null_path, "caption"):
+        emb, mask = text_encoder.encode([""])
+        save_safetensors({"caption": emb[0, : int(mask[0].sum())].to(cfg.torch_dtype())}, null_path)
+    atomic_write(out / LATENT_FORMAT_FILE,
+                 lambda tmp: Path(tmp).write_text(json.dumps(video_encoder.latent_format.to_dict())))
+    augment = augment or ReferenceAugment()
+    report = CacheReport()
+    total = len(samples) * cfg.clips_per_sample
+    for s_idx, folder in enumerate(samples):
+        sample = None
+        for c_idx in range(cfg.clips_per_sample):
+            name = f"{folder.name}#{c_idx}"
+            shard = out / "shards" / f"{folder.name}.{c_idx}.safetensors"
+            if name in manifest["clips"] and has_tensor(shard, "video"):
+                report.skipped.append(name)
+                continue
+            sample = sample or load_sample(folder)
+            rng = np.random.default_rng([cfg.seed, s_idx, c_idx])  # independent of what was skipped
+            size = (cfg.height, cfg.width) if cfg.height and cfg.width else None
+            clip = make_clip(sample, cfg.num_frames, rng, refs_per_entity=cfg.ref_variants, size_hw=size,
+                             threshold=cfg.threshold)
+            aug_seed = int(np.random.SeedSequence([cfg.seed, s_idx, c_idx]).generate_state(1)[0])
+            tensors, meta = encode_clip(clip, video_encoder, text_encoder, augment, aug_seed, cfg.torch_dtype())
+            save_safetensors(tensors, shard, meta)
+            manifest["clips"][name] = {"file": f"shards/{shard.name}", "entities": len(clip.entities)}
+            write_manifest(out, manifest)
+            report.encoded.append(name)
+            if progress:
+                progress(len(report.encoded) + len(report.skipped), total, name)
+    write_manifest(out, manifest)
+    return report
+

@@ -1,0 +1,128 @@
+"""Training configuration: one dataclass, read from TOML or YAML, every option documented for --help."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODES = ("lora", "full", "adapter-only")
+TIMESTEP_SAMPLING = ("logit-normal", "shifted-uniform")
+
+
+def opt(default, help: str, **kw):
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    cache: str = opt("", "folder made by `python -m alchemint_core cache` (training reads only this)")
+    out: str = opt("", "output folder: checkpoints, metrics.csv, loss.png, the trained adapter or model")
+    base: str = opt("", "Wan 2.1 T2V checkpoint to fine-tune (.safetensors); empty: build a new model from `model`")
+    model: dict = opt({}, "config of a new model trained from scratch (WanConfig fields), used when base is empty")
+    adapter: dict = opt({}, "AlcheMinT adapter settings (AdapterConfig fields: rope_mode, w_mid, w_edge, "
+                            "edge_offset, max_refs, ref_timestep, dense_captions, lora_rank, lora_alpha, ...)")
+    mode: str = opt("lora", "what trains: 'lora' (adapter + LoRA deltas), 'full' (every weight) or "
+                            "'adapter-only' (only the new AlcheMinT parameters)")
+    steps: int = opt(1000, "optimizer steps to train")
+    batch_size: int = opt(1, "clips per optimizer micro-step over all processes (divisible by the process count)")
+    grad_accum: int = opt(1, "micro-steps accumulated per optimizer step (effective batch = batch_size * grad_accum)")
+    lr_new: float = opt(1e-4, "learning rate of new parameters (adapter, LoRA)")
+    lr_base: float = opt(1e-5, "learning rate of base weights (mode 'full')")
+    weight_decay: float = opt(0.01, "AdamW weight decay")
+    betas: list = opt([0.9, 0.999], "AdamW betas")
+    warmup_steps: int = opt(100, "linear learning-rate warm-up from 0 over this many steps")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
+    timestep_sampling: str = opt("logit-normal", "how noise levels are drawn: 'logit-normal' or 'shifted-uniform'")
+    logit_mean: float = opt(0.0, "mean of the logit-normal noise-level distribution")
+    logit_std: float = opt(1.0, "std of the logit-normal noise-level distribution")
+    timestep_shift: float = opt(3.0, "shift s of 'shifted-uniform': sigma = s*u / (1 + (s-1)*u)")
+    p_drop_refs: float = opt(0.1, "probability of dropping each reference (image and tag together) for guidance")
+    p_drop_caption: float = opt(0.1, "probability of dropping the caption (and timed captions) for guidance")
+    subject_loss_weight: float = opt(0.0, "extra loss weight on latent cells covered by a subject's mask")
+    gradient_checkpointing: bool = opt(False, "recompute block activations in the backward pass to save memory")
+    ema_decay: float = opt(0.0, "EMA of trained weights (e.g. 0.999); 0 = off. The saved result uses the EMA")
+    checkpoint_every: int = opt(100, "write a resumable checkpoint every this many steps")
+    keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
+    log_every: int = opt(10, "append to metrics.csv every this many steps")
+    seed: int = opt(0, "seed of data order, noise, dropout and initialisation")
+    device: str = opt("auto", "'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
+    fsdp: bool = opt(False, "shard the model over processes with FSDP (for models that do not fit one GPU)")
+    threads: int = opt(0, "CPU threads per process (0 = PyTorch's default)")
+
+    def validate(self) -> "TrainConfig":
+        errors = []
+        if not self.cache:
+            errors.append("cache is required (a folder made by the cache command)")
+        if not self.out:
+            errors.append("out is required (an output folder)")
+        if self.mode not in MODES:
+            errors.append(f"mode {self.mode!r} must be one of {MODES}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLING:
+            errors.append(f"timestep_sampling {self.timestep_sampling!r} must be one of {TIMESTEP_SAMPLING}")
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                errors.append(f"{name} must be an integer >= 1")
+        for name in ("p_drop_refs", "p_drop_caption"):
+            if not 0 <= getattr(self, name) <= 1:
+                errors.append(f"{name} must be a probability in [0, 1]")
+        for name in ("lr_new", "lr_base", "weight_decay", "max_grad_norm", "subject_loss_weight", "logit_std"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                errors.append(f"{name} must be a finite number >= 0")
+        if not 0 <= self.ema_decay < 1:
+            errors.append("ema_decay must be in [0, 1)")
+        if self.mode == "lora" and not self.adapter.get("lora_rank"):
+            errors.append("mode 'lora' needs adapter.lora_rank > 0")
+        if not self.base and not self.model:
+            errors.append("give either base (a Wan checkpoint) or model (a config to train from scratch)")
+        if not self.base and self.mode != "full":
+            errors.append("a model trained from scratch needs mode 'full'")
+        if errors:
+            raise ValueError("training config: " + "; ".join(errors))
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"training config: unknown options {unknown}; see --help for the list")
+        return cls(**d)
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+            if not isinstance(data, dict):
+                raise ValueError("top level is not a mapping")
+            return data
+        if path.suffix == ".json":
+            return json.loads(text)
+    except Exception as err:  # parse errors of any of the three formats
+        raise ValueError(f"config file {path} could not be parsed: {err}") from None
+    raise ValueError(f"config file {path}: use a .toml, .yaml or .json file")
+
+
+def options_help() -> str:
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name:<24} {f.metadata['help']} (default: {json.dumps(default)})")
+    return "\n".join(lines)

@@ -1,0 +1,350 @@
+"""The training loop: flow matching on video tokens, one entry point for a single process and for torchrun
+(DDP, or FSDP for models that do not fit one device). Checkpoints are atomic and resume exactly."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+from .config import AdapterConfig, CheckpointError, WanConfig
+from .files import SafetensorsFile, atomic_write, save_safetensors
+from .latents import LatentFormat, read_latent_format
+from .loading import init_tag_mlp_from_text_embedding, load_model, save_adapter, save_model
+from .model import WanModel
+from .plotting import line_plot
+from .train_config import TrainConfig
+from .train_data import Batch, CachedClips, make_batch
+
+CKPT_DIR = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    output: Path  # adapter.safetensors or model.safetensors
+    steps: int
+    last_loss: float
+    interrupted: bool
+
+
+class Dist:
+    """Process-group facts from torchrun's environment (a single process when absent)."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available; use device = 'cpu'")
+    return dev
+
+
+def init_from_scratch(model: WanModel) -> None:
+    """Initialisation for a model trained from nothing (the demo): Xavier linears, small modulation, zero head."""
+    for name, p in model.named_parameters():
+        if name.startswith("alchemint.") or p.ndim < 2 and "norm" in name:
+            continue
+        if "modulation" in name:
+            torch.nn.init.normal_(p, std=p.shape[-1] ** -0.5)
+        elif p.ndim >= 2:
+            torch.nn.init.xavier_uniform_(p.view(p.shape[0], -1))
+        else:
+            torch.nn.init.zeros_(p)
+    torch.nn.init.zeros_(model.head.head.weight)
+    init_tag_mlp_from_text_embedding(model)
+
+
+def build_model(cfg: TrainConfig, device: torch.device) -> WanModel:
+    adapter = AdapterConfig.from_dict(cfg.adapter)
+    torch.manual_seed(cfg.seed)
+    if cfg.base:
+        model = load_model(cfg.base, adapter=adapter, device=device, compute_dtype=torch.float32)
+    else:
+        model = WanModel(WanConfig.from_dict(cfg.model), adapter)
+        if adapter.lora_rank:
+            model.add_lora(adapter.lora_rank, adapter.lora_alpha, adapter.lora_targets)
+        init_from_scratch(model)
+        model = model.to(device)
+    for name, p in model.named_parameters():
+        if cfg.mode == "full":
+            trains = True
+        elif cfg.mode == "lora":
+            trains = name.startswith("alchemint.") or ".lora_" in name
+        else:  # adapter-only
+            trains = name.startswith("alchemint.")
+        p.requires_grad_(trains)
+    model.gradient_checkpointing = cfg.gradient_checkpointing
+    return model.train()
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    new, base = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (new if "alchemint." in name or ".lora_" in name else base).append(p)
+    groups = [{"params": new, "lr": cfg.lr_new, "name": "new"}]
+    if base:
+        groups.append({"params": base, "lr": cfg.lr_base, "name": "base"})
+    return [g for g in groups if g["params"]]
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+def flow_matching_loss(model, batch: Batch) -> torch.Tensor:
+    """MSE between predicted and true velocity (noise - x0), on video latents only, per-cell weighted."""
+    sigma = batch.sigma.view(-1, 1, 1, 1, 1)
+    x_t = (1 - sigma) * batch.x0 + sigma * batch.noise
+    pred = model(x_t, batch.sigma * 1000, batch.context, refs=batch.refs, context_mask=batch.context_mask,
+                 dense=batch.dense)
+    err = (pred.float() - (batch.noise - batch.x0)).pow(2) * batch.loss_weight
+    return err.mean(dim=(1, 2, 3, 4)).mean()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, latent_format: LatentFormat | None = None, resume: bool = False,
+                 progress: Callable[[int, int, float], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, show_bar: bool = True):
+        self.cfg = cfg.validate()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out)
+        self.device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = Dist(self.device)
+        if cfg.batch_size % self.dist.world:
+            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {self.dist.world} processes")
+        self.clips = CachedClips(cfg.cache)
+        self.latent_format = latent_format or read_latent_format(Path(cfg.cache))
+        self.model = build_model(cfg, self.device)
+        self.adapter_cfg = self.model.alchemint.cfg
+        self.net = self.wrap(self.model)
+        self.optimizer = torch.optim.AdamW(param_groups(self.net, cfg), betas=tuple(cfg.betas),
+                                           weight_decay=cfg.weight_decay)
+        self.ema = {n: p.detach().clone().float() for n, p in self.model.named_parameters()
+                    if p.requires_grad} if cfg.ema_decay else None
+        self.step = 0
+        self.progress, self.should_stop, self.show_bar = progress, should_stop, show_bar
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else None
+        if resume:
+            self.resume()
+
+    # -- setup -----------------------------------------------------------------------------------------------
+    def wrap(self, model: WanModel) -> torch.nn.Module:
+        if self.dist.world == 1:
+            return model
+        if self.cfg.fsdp:
+            from torch.distributed.fsdp import fully_shard
+            for block in model.blocks:
+                fully_shard(block)
+            return fully_shard(model)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def checkpoint_paths(self) -> list[Path]:
+        return sorted((self.out / CKPT_DIR).glob("ckpt-*.safetensors"))
+
+    def identity(self) -> dict:
+        """What must match for a checkpoint to be resumed: everything that changes the trajectory but steps."""
+        d = self.cfg.to_dict()
+        for k in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "out", "threads", "device"):
+            d.pop(k)
+        return d
+
+    def save_checkpoint(self) -> Path | None:
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd, optim_sd = get_state_dict(self.net, self.optimizer, options=opts)
+        if not self.dist.main:
+            self.dist.barrier()
+            return None
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        tensors = {f"model/{k}": v for k, v in model_sd.items() if k in trainable}
+        for fqn, state in optim_sd["state"].items():
+            for key, value in state.items():
+                tensors[f"optim/{fqn}/{key}"] = torch.as_tensor(value)
+        if self.ema is not None:
+            tensors.update({f"ema/{k}": v for k, v in self.ema.items()})
+        meta = {"step": str(self.step), "identity": json.dumps(self.identity(), sort_keys=True),
+                "param_groups": json.dumps(optim_sd["param_groups"])}
+        path = save_safetensors(tensors, self.out / CKPT_DIR / f"ckpt-{self.step:07d}.safetensors", meta)
+        for old in self.checkpoint_paths()[: -self.cfg.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        self.dist.barrier()
+        return path
+
+    def resume(self) -> None:
+        for path in reversed(self.checkpoint_paths()):
+            try:
+                f = SafetensorsFile(path)
+            except CheckpointError:
+                continue  # an unreadable checkpoint is skipped; the one before it is used
+            if json.loads(f.metadata["identity"]) != json.loads(json.dumps(self.identity(), sort_keys=True)):
+                raise CheckpointError(f"{path} was written by a run with other settings; resume with the same "
+                                      f"config (only steps and logging may change) or use a new output folder")
+            model_sd = {k[len("model/"):]: f.tensor(k) for k in f.keys() if k.startswith("model/")}
+            state: dict = {}
+            for k in f.keys():
+                if k.startswith("optim/"):
+                    fqn, key = k[len("optim/"):].rsplit("/", 1)
+                    state.setdefault(fqn, {})[key] = f.tensor(k).clone()
+            optim_sd = {"state": state, "param_groups": json.loads(f.metadata["param_groups"])}
+            set_state_dict(self.net, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                           options=StateDictOptions(full_state_dict=True, strict=False))
+            if self.ema is not None:
+                self.ema = {k[len("ema/"):]: f.tensor(k).clone() for k in f.keys() if k.startswith("ema/")}
+            self.step = int(f.metadata["step"])
+            return
+
+    # -- loop ------------------------------------------------------------------------------------------------
+    def batch_for(self, micro: int) -> Batch:
+        cfg, w = self.cfg, self.dist
+        per_rank = cfg.batch_size // w.world
+        first = (self.step * cfg.grad_accum + micro) * cfg.batch_size + w.rank * per_rank
+        return make_batch(self.clips, list(range(first, first + per_rank)), cfg, self.latent_format,
+                          self.adapter_cfg.min_half_length, self.adapter_cfg.dense_captions).to(self.device)
+
+    def train_step(self) -> float:
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = (cfg.lr_new if group.get("name") == "new" else cfg.lr_base) * warmup_factor(self.step, cfg.warmup_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.grad_accum):
+            batch = self.batch_for(micro)
+            if self.autocast is not None:
+                with self.autocast:
+                    loss = flow_matching_loss(self.net, batch)
+            else:
+                loss = flow_matching_loss(self.net, batch)
+            (loss / cfg.grad_accum).backward()
+            total += float(loss.detach()) / cfg.grad_accum
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                           cfg.max_grad_norm)
+        self.optimizer.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for n, p in self.model.named_parameters():
+                    if n in self.ema:
+                        self.ema[n].lerp_(p.detach().float(), 1 - cfg.ema_decay)
+        if self.dist.world > 1:  # the logged loss is the global batch's
+            t = torch.tensor([total], device=self.device)
+            dist.all_reduce(t)
+            total = float(t) / self.dist.world
+        self.step += 1
+        return total
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.out / "train_config.json",
+                         lambda tmp: Path(tmp).write_text(json.dumps(cfg.to_dict(), indent=1)))
+        log = MetricsLog(self.out / "metrics.csv", self.step) if self.dist.main else None
+        bar = None
+        if self.dist.main and self.show_bar:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        loss, interrupted, t0 = math.nan, False, time.perf_counter()
+        while self.step < cfg.steps:
+            loss = self.train_step()
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at step {self.step}; lower lr_new/lr_base or enable "
+                                         f"max_grad_norm, then resume from the last checkpoint")
+            samples_per_s = cfg.batch_size * cfg.grad_accum / max(time.perf_counter() - t0, 1e-9)
+            t0 = time.perf_counter()
+            if log is not None and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                log.add(self.step, loss, self.optimizer.param_groups, samples_per_s)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+            if self.progress:
+                self.progress(self.step, cfg.steps, loss)
+            stop = bool(self.should_stop and self.should_stop())
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stop:
+                self.save_checkpoint()
+            if stop:
+                interrupted = True
+                break
+        if bar is not None:
+            bar.close()
+        output = self.export() if self.dist.main else self.out
+        if log is not None:
+            log.plot(self.out / "loss.png")
+            atomic_write(self.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(
+                {"steps": self.step, "last_loss": loss, "interrupted": interrupted, "output": str(output)}, indent=1)))
+        self.dist.barrier()
+        return TrainResult(output, self.step, loss, interrupted)
+
+    def export(self) -> Path:
+        """The result: an adapter file (modes lora / adapter-only) or a full model (mode full), EMA weights if on."""
+        params = dict(self.model.named_parameters())
+        live = {n: params[n].detach().clone() for n in self.ema} if self.ema is not None else {}
+        with torch.no_grad():
+            for n, v in (self.ema or {}).items():  # swap the EMA in for saving, then back
+                params[n].copy_(v)
+            try:
+                if self.cfg.mode == "full":
+                    return save_model(self.model, self.out / "model.safetensors")
+                return save_adapter(self.model, self.out / "adapter.safetensors")
+            finally:
+                for n, v in live.items():
+                    params[n].copy_(v)
+
+
+class MetricsLog:
+    """metrics.csv rows (step, loss, learning rates, samples/s); rows past a resumed step are dropped."""
+
+    FIELDS = ["step", "loss", "lr_new", "lr_base", "samples_per_s"]
+
+    def __init__(self, path: Path, resumed_step: int):
+        self.path = path
+        self.rows = []
+        if path.exists() and resumed_step:
+            with open(path) as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resumed_step]
+        self._write()
+
+    def add(self, step: int, loss: float, groups, samples_per_s: float) -> None:
+        lr = {g.get("name"): g["lr"] for g in groups}
+        self.rows.append({"step": step, "loss": f"{loss:.6g}", "lr_new": f"{lr.get('new', 0):.3g}",
+                          "lr_base": f"{lr.get('base', 0):.3g}", "samples_per_s": f"{samples_per_s:.3g}"})
+        self._write()
+
+    def _write(self) -> None:
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.FIELDS)
+                w.writeheader()
+                w.writerows(self.rows)
+        atomic_write(self.path, write)
+
+    def plot(self, path: Path) -> None:
+        steps = [int(r["step"]) for r in self.rows]
+        losses = [float(r["loss"]) for r in self.rows]
+        line_plot({"loss": (steps, losses)}, "training loss", "step", log_y=True).save(path)
