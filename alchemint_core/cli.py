@@ -69,6 +69,16 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def cmd_train_encoders(args) -> int:
+    from .demo.encoder_training import train_text_encoder, train_vae
+    from .encoders import save_encoders
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    vae = train_vae(steps=args.vae_steps, seed=args.seed)
+    text = train_text_encoder(steps=args.text_steps, seed=args.seed)
+    print(f"saved {save_encoders(vae, text, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m alchemint_core",
                                 description="AlcheMinT: multi-reference video generation with timed subjects.")
@@ -114,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                        help="storage dtype of cached tensors")
     cache.set_defaults(func=cmd_cache)
+
+    enc = sub.add_parser("train-encoders", help="train the demo's VAE and text encoder on synthetic videos",
+                         description="Train the demo model's tiny VAE (Wan's 4x time / 8x space compression) and its "
+                                     "text encoder (contrastively against reference images) on synthetic data.")
+    enc.add_argument("--out", required=True, help="output .safetensors holding both encoders")
+    enc.add_argument("--vae-steps", type=int, default=4000, help="VAE optimisation steps (default 4000)")
+    enc.add_argument("--text-steps", type=int, default=1500, help="text-encoder optimisation steps (default 1500)")
+    enc.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    enc.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
+    enc.set_defaults(func=cmd_train_encoders)
     return p
 
 

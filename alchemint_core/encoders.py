@@ -38,9 +38,20 @@ class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+class _Res(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, 1, 1), nn.GroupNorm(8, c), nn.SiLU(),
+                                  nn.Conv2d(c, c, 3, 1, 1))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
 def _block(c_in: int, c_out: int, down: bool) -> nn.Sequential:
+    """Resolution change (strided or transposed conv) followed by a residual block."""
     conv = nn.Conv2d(c_in, c_out, 4, 2, 1) if down else nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)
-    return nn.Sequential(conv, nn.GroupNorm(min(8, c_out), c_out), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, 1, 1), nn.SiLU())
+    return nn.Sequential(conv, _Res(c_out))
 
 
 class TinyVideoVAE(nn.Module):
@@ -51,11 +62,12 @@ class TinyVideoVAE(nn.Module):
     def __init__(self, latent_channels: int = 8, width: int = 64):
         super().__init__()
         self.latent_channels, self.width = latent_channels, width
-        self.enc = nn.Sequential(nn.Conv2d(12, width, 3, 1, 1), nn.SiLU(), _block(width, width, True),
-                                 _block(width, width, True), _block(width, width, True),
-                                 nn.Conv2d(width, latent_channels, 3, 1, 1))
-        self.dec = nn.Sequential(nn.Conv2d(latent_channels, width, 3, 1, 1), nn.SiLU(), _block(width, width, False),
-                                 _block(width, width, False), _block(width, width, False), nn.Conv2d(width, 12, 3, 1, 1))
+        self.enc = nn.Sequential(nn.Conv2d(12, width, 3, 1, 1), _block(width, width, True),
+                                 _block(width, width, True), _block(width, width, True), nn.GroupNorm(8, width),
+                                 nn.SiLU(), nn.Conv2d(width, latent_channels, 3, 1, 1))
+        self.dec = nn.Sequential(nn.Conv2d(latent_channels, width, 3, 1, 1), _Res(width), _block(width, width, False),
+                                 _block(width, width, False), _block(width, width, False), nn.GroupNorm(8, width),
+                                 nn.SiLU(), nn.Conv2d(width, 12, 3, 1, 1))
         self.register_buffer("stats", torch.stack([torch.zeros(latent_channels), torch.ones(latent_channels)]))
 
     @property
@@ -83,7 +95,8 @@ class TinyVideoVAE(nn.Module):
         b = latents.shape[0]
         y = self.dec(rearrange(latents.float(), "b c t h w -> (b t) c h w"))
         y = rearrange(y, "(b t) (k c) h w -> b c (t k) h w", b=b, k=4)
-        return y[:, :, 3:].clamp(-1, 1)  # the first group's last frame is frame 0
+        y = y[:, :, 3:]  # the first group's last frame is frame 0
+        return y if self.training else y.clamp(-1, 1)  # clamping in training would stop gradients
 
     def set_statistics(self, latents: torch.Tensor) -> None:
         """Per-channel mean/std of raw latents [B, C, T, H, W] so normalised latents are ~N(0, 1)."""

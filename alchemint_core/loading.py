@@ -105,13 +105,19 @@ def load_model(path_or_state_dict, adapter=None, dtype: torch.dtype | None = Non
         init_tag_mlp_from_text_embedding(model)
         if adapter.lora_rank:
             model.add_lora(adapter.lora_rank, adapter.lora_alpha, adapter.lora_targets)
-        if extra_keys:
+        if extra_keys:  # our own full checkpoint: continue from the adapter weights it carries
             own = {k: v for k, v in model.state_dict().items() if k.startswith("alchemint.") or ".lora_" in k}
-            if set(own) != extra_keys:
-                raise CheckpointError(f"{src.name}: its adapter tensors do not match its adapter header; save it again")
+            stray = sorted(extra_keys - set(own))
+            if stray:
+                raise CheckpointError(f"{src.name}: carries adapter tensors the requested adapter does not have, "
+                                      f"such as {stray[:3]}; load it with its own adapter settings")
             with torch.no_grad():
-                for k, v in own.items():
-                    v.copy_(src.get(k))
+                for k in extra_keys:
+                    if list(src.shape(src.prefix + k)) != list(own[k].shape):
+                        raise CheckpointError(f"{src.name}: {k} has shape {src.shape(src.prefix + k)}, the requested "
+                                              f"adapter needs {list(own[k].shape)}; use the adapter settings it was "
+                                              f"saved with")
+                    own[k].copy_(src.get(k))
     model.compute_dtype = compute_dtype or default_compute_dtype(model, device)
     if adapter_file is not None:
         load_adapter_weights(model, adapter_file)

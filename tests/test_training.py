@@ -1,0 +1,225 @@
+"""Training end to end on a real (small) dataset: cache, modes, resume after SIGKILL, torchrun DDP."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import alchemint_core as ac
+from alchemint_core.cache import CacheConfig, build_cache
+from alchemint_core.cli import build_parser
+from alchemint_core.train_config import TrainConfig
+from alchemint_core.train_data import CachedClips, make_batch, sample_sigma
+from alchemint_core.trainer import Trainer
+from conftest import ROOT
+from training_fixtures import TINY_MODEL, encoders, make_cache, train_config, write_dataset
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("train"))
+
+
+def run(cfg: dict, resume=False) -> "ac.trainer.TrainResult":
+    return Trainer(TrainConfig.from_dict(cfg), resume=resume, show_bar=False).run()
+
+
+def tensors(path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def cli(args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "alchemint_core", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, **kw)
+
+
+def test_cache_holds_every_clip_and_rerun_skips_them(tmp_path):
+    data = write_dataset(tmp_path / "data", n=3)
+    vae, text = encoders()
+    first = build_cache(data, tmp_path / "c", vae, text, CacheConfig(num_frames=9, ref_variants=3), encoder_id="t")
+    again = build_cache(data, tmp_path / "c", vae, text, CacheConfig(num_frames=9, ref_variants=3), encoder_id="t")
+    assert len(first.encoded) == 3 and again.encoded == [] and len(again.skipped) == 3
+    clips = CachedClips(tmp_path / "c")
+    item = clips[0]
+    assert item["video"].shape == (4, 3, 4, 4)  # 9 frames -> 3 latent frames, 32 px -> 4
+    assert item["refs"].shape[1:] == (3, 4, 4, 4)  # 3 augmented variants per entity
+    assert not torch.equal(item["refs"][0, 0], item["refs"][0, 1])
+    with pytest.raises(ac.CheckpointError, match="other encoders or settings"):
+        build_cache(data, tmp_path / "c", vae, text, CacheConfig(num_frames=9, ref_variants=2), encoder_id="t")
+
+
+def test_batches_are_seeded_by_position_and_drop_references_jointly(cache):
+    clips = CachedClips(cache)
+    cfg = TrainConfig.from_dict(train_config(cache, "x", p_drop_refs=1.0, p_drop_caption=1.0))
+    fmt = ac.latents.read_latent_format(cache)
+    a = make_batch(clips, [0, 1], cfg, fmt, 0.5, False)
+    b = make_batch(clips, [0, 1], cfg, fmt, 0.5, False)
+    assert torch.equal(a.noise, b.noise) and torch.equal(a.sigma, b.sigma)
+    assert not a.refs.latents.any() and not a.refs.tags.any()  # dropped image and tag together
+    assert a.refs.intervals[a.refs.present].min() >= 0 and (a.refs.intervals[..., 1] > a.refs.intervals[..., 0]).all()
+    torch.testing.assert_close(a.context[0, : clips.null_caption.shape[0]], clips.null_caption)
+    c = make_batch(clips, [1], cfg, fmt, 0.5, False)  # the same sample position gives the same draw alone
+    assert torch.equal(c.noise[0], a.noise[1])
+
+
+def test_timestep_samplers_follow_their_distributions():
+    g = torch.Generator().manual_seed(0)
+    ln = TrainConfig.from_dict({"cache": "c", "out": "o", "model": TINY_MODEL, "mode": "full"})
+    s = torch.tensor([sample_sigma(g, ln) for _ in range(4000)])
+    assert abs(float(s.median()) - 0.5) < 0.03 and 0 < s.min() and s.max() < 1
+    ln.timestep_sampling, ln.timestep_shift = "shifted-uniform", 3.0
+    s = torch.tensor([sample_sigma(g, ln) for _ in range(4000)])
+    assert float(s.mean()) > 0.6  # shift > 1 favours high noise
+
+
+def test_full_training_from_scratch_lowers_the_loss(cache, tmp_path):
+    result = run(train_config(cache, tmp_path / "out", steps=40, checkpoint_every=20, warmup_steps=5))
+    rows = (tmp_path / "out" / "metrics.csv").read_text().splitlines()[1:]
+    losses = [float(r.split(",")[1]) for r in rows]
+    assert len(losses) == 40
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
+    assert (tmp_path / "out" / "loss.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "out" / "train_config.json").read_text())["steps"] == 40
+    model = ac.load_model(result.output)
+    assert model.alchemint is not None and model.cfg.dim == TINY_MODEL["dim"]
+
+
+def test_lora_adapter_file_loads_back_and_changes_the_output(cache, tmp_path):
+    base_run = run(train_config(cache, tmp_path / "base", steps=2))
+    cfg = train_config(cache, tmp_path / "lora", base=str(base_run.output), mode="lora", steps=4,
+                       adapter={"max_refs": 4, "lora_rank": 4, "lora_alpha": 4.0}, lr_new=5e-3)
+    cfg.pop("model")
+    result = run(cfg)
+    keys = tensors(result.output)
+    assert "diffusion_model.blocks.0.self_attn.q.lora_A.weight" in keys
+    assert "diffusion_model.blocks.1.ffn.2.alpha" in keys
+    assert not any(k.startswith("blocks.") for k in keys)
+    base = ac.load_model(base_run.output)
+    tuned = ac.load_model(base_run.output, adapter=result.output)
+    x, ctx = torch.randn(1, 4, 3, 4, 4), torch.randn(1, 3, TINY_MODEL["text_dim"])
+    assert (tuned(x, torch.tensor([500.0]), ctx) - base(x, torch.tensor([500.0]), ctx)).abs().max() > 1e-5
+
+
+def test_adapter_only_mode_trains_only_new_parameters(cache, tmp_path):
+    base_run = run(train_config(cache, tmp_path / "base", steps=2))
+    cfg = train_config(cache, tmp_path / "ad", base=str(base_run.output), mode="adapter-only", steps=3)
+    cfg.pop("model")
+    trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    after = trainer.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("alchemint.") for k in changed)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(cache, tmp_path):
+    a = run(train_config(cache, tmp_path / "a", steps=3, batch_size=2, grad_accum=1))
+    b = run(train_config(cache, tmp_path / "b", steps=3, batch_size=1, grad_accum=2))
+    ta, tb = tensors(a.output), tensors(b.output)
+    for k in ta:
+        torch.testing.assert_close(ta[k], tb[k], atol=1e-5, rtol=1e-4)
+
+
+def test_ema_weights_are_what_gets_saved(cache, tmp_path):
+    trainer = Trainer(TrainConfig.from_dict(train_config(cache, tmp_path / "e", steps=3, ema_decay=0.9)), show_bar=False)
+    result = trainer.run()
+    saved = tensors(result.output)
+    name = "blocks.0.ffn.0.weight"
+    torch.testing.assert_close(saved[name], trainer.ema[name])
+    assert not torch.equal(saved[name], trainer.model.state_dict()[name])
+
+
+def test_resume_after_sigkill_reaches_the_same_weights(cache, tmp_path):
+    cfg = train_config(cache, tmp_path / "killed", steps=10, checkpoint_every=2)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "alchemint_core", "train", "--config", str(tmp_path / "cfg.json")],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.name >= "ckpt-0000004" for p in ckpts.glob("ckpt-*.safetensors")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "model.safetensors").exists(), "run finished before it could be killed"
+    resumed = cli(["train", "--config", str(tmp_path / "cfg.json"), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    straight = run(train_config(cache, tmp_path / "straight", steps=10, checkpoint_every=2))
+    a, b = tensors(tmp_path / "killed" / "model.safetensors"), tensors(straight.output)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [int(r.split(",")[0]) for r in (tmp_path / "killed" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 11))  # no step logged twice after the restart
+
+
+def test_failed_checkpoint_write_leaves_the_previous_one_intact(cache, tmp_path):
+    """A real write failure: the file-size limit (RLIMIT_FSIZE) makes the next checkpoint write fail."""
+    cfg = train_config(cache, tmp_path / "full", steps=2, checkpoint_every=2)
+    run(cfg)
+    ckpt = next((tmp_path / "full" / "checkpoints").glob("ckpt-*.safetensors"))
+    good = ckpt.read_bytes()
+    limit = len(good) // 2
+    code = f"""
+import json, resource, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from alchemint_core.train_config import TrainConfig
+from alchemint_core.trainer import Trainer
+t = Trainer(TrainConfig.from_dict(json.loads({json.dumps(json.dumps({**cfg, "steps": 4}))})), resume=True, show_bar=False)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+t.run()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0 and ("File too large" in out.stderr or "Errno 27" in out.stderr), out.stderr[-2000:]
+    assert ckpt.read_bytes() == good
+    assert [p.name for p in (tmp_path / "full" / "checkpoints").iterdir()] == [ckpt.name]  # no temp file left
+    resumed = Trainer(TrainConfig.from_dict({**cfg, "steps": 4}), resume=True, show_bar=False)
+    assert resumed.step == 2
+
+
+def test_two_process_ddp_equals_one_process(cache, tmp_path):
+    cfg = train_config(cache, tmp_path / "ddp", steps=4, batch_size=2, threads=1)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                          "29517", "-m", "alchemint_core", "train", "--config", str(tmp_path / "cfg.json")],
+                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single = run(train_config(cache, tmp_path / "one", steps=4, batch_size=2, threads=1))
+    a, b = tensors(tmp_path / "ddp" / "model.safetensors"), tensors(single.output)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
+
+
+def test_help_explains_every_option():
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name in TrainConfig.__dataclass_fields__:
+        assert f"\n  {name} " in help_text, name
+
+
+@pytest.mark.parametrize("change,match", [({"mode": "half"}, "mode"), ({"steps": 0}, "steps"),
+                                          ({"p_drop_refs": 2}, "probability"), ({"bogus": 1}, "unknown options"),
+                                          ({"mode": "lora"}, "lora_rank"), ({"cache": ""}, "cache is required")])
+def test_bad_training_configs_are_explained(cache, tmp_path, change, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig.from_dict({**train_config(cache, tmp_path), **change}).validate()
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path):
+    (tmp_path / "bad.toml").write_text("steps = [")
+    out = cli(["train", "--config", str(tmp_path / "bad.toml")])
+    assert out.returncode == 2 and "could not be parsed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_yaml_and_toml_configs_read_the_same(tmp_path):
+    from alchemint_core.train_config import read_config_file
+    (tmp_path / "c.yaml").write_text("cache: /data/c\nsteps: 5\nadapter:\n  rope_mode: avg\n")
+    (tmp_path / "c.toml").write_text('cache = "/data/c"\nsteps = 5\n[adapter]\nrope_mode = "avg"\n')
+    assert read_config_file(tmp_path / "c.yaml") == read_config_file(tmp_path / "c.toml")
