@@ -150,23 +150,26 @@ def adapter_config_of(f: SafetensorsFile, base: WanConfig) -> AdapterConfig:
     return AdapterConfig.from_dict(read_metadata_json(f.metadata, "alchemint_adapter"))
 
 
-def adapter_state(model: WanModel) -> dict[str, torch.Tensor]:
-    """The adapter's tensors: new parameters under 'alchemint.', LoRA deltas under ComfyUI's LoRA key names."""
-    out = {f"alchemint.{k}": v for k, v in model.alchemint.state_dict().items()}
+def adapter_state(model: WanModel, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's tensors: new parameters under 'alchemint.', LoRA deltas under ComfyUI's LoRA key names.
+    `state` (a full state dict, e.g. gathered from FSDP shards or holding EMA weights) overrides the module's."""
+    state = state if state is not None else model.state_dict()
+    out = {k: state[k] for k in state if k.startswith("alchemint.")}
     for name, module in model.named_modules():
         if getattr(module, "lora_A", None) is not None:
-            out[f"{LORA_PREFIX}{name}.lora_A.weight"] = module.lora_A
-            out[f"{LORA_PREFIX}{name}.lora_B.weight"] = module.lora_B
+            out[f"{LORA_PREFIX}{name}.lora_A.weight"] = state[f"{name}.lora_A"]
+            out[f"{LORA_PREFIX}{name}.lora_B.weight"] = state[f"{name}.lora_B"]
             out[f"{LORA_PREFIX}{name}.alpha"] = torch.tensor(module.lora_scale * module.lora_A.shape[0])
     return out
 
 
-def save_adapter(model: WanModel, path, extra_metadata: Mapping[str, str] | None = None) -> Path:
+def save_adapter(model: WanModel, path, extra_metadata: Mapping[str, str] | None = None,
+                 state: Mapping[str, torch.Tensor] | None = None) -> Path:
     if model.alchemint is None:
         raise ValueError("this model has no AlcheMinT adapter to save")
     meta = {"format": ADAPTER_FORMAT, "alchemint_adapter": json.dumps(model.alchemint.cfg.to_dict()),
             "alchemint_base": json.dumps(base_fingerprint(model.cfg)), **(extra_metadata or {})}
-    return save_safetensors(adapter_state(model), path, meta)
+    return save_safetensors(adapter_state(model, state), path, meta)
 
 
 def load_adapter_weights(model: WanModel, f: SafetensorsFile) -> None:
@@ -186,9 +189,11 @@ def load_adapter_weights(model: WanModel, f: SafetensorsFile) -> None:
             target.copy_(t)
 
 
-def save_model(model: WanModel, path, with_adapter: bool = True) -> Path:
+def save_model(model: WanModel, path, with_adapter: bool = True,
+               state: Mapping[str, torch.Tensor] | None = None) -> Path:
     """A full checkpoint with Wan's key names and the config in its header (for tiny or fine-tuned models)."""
-    sd = {k: v for k, v in model.state_dict().items() if with_adapter or not k.startswith("alchemint.")}
+    state = state if state is not None else model.state_dict()
+    sd = {k: v for k, v in state.items() if with_adapter or not k.startswith("alchemint.")}
     sd = {k: v for k, v in sd.items() if v is not None}
     meta = {"alchemint_model": json.dumps(model.cfg.to_dict())}
     if with_adapter and model.alchemint is not None:

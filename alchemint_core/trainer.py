@@ -112,6 +112,19 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of a tensor, gathered from its shards if FSDP sharded it (collective then)."""
+    return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().float().cpu()
+
+
+def like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """A full tensor laid out as `param` is: sharded the same way under FSDP, on its device otherwise."""
+    if hasattr(param, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return value.to(param.device)
+
+
 def warmup_factor(step: int, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
 
@@ -179,6 +192,7 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_sd, optim_sd = get_state_dict(self.net, self.optimizer, options=opts)
+        ema = {k: full_tensor(v) for k, v in (self.ema or {}).items()}  # collective under FSDP
         if not self.dist.main:
             self.dist.barrier()
             return None
@@ -187,8 +201,7 @@ class Trainer:
         for fqn, state in optim_sd["state"].items():
             for key, value in state.items():
                 tensors[f"optim/{fqn}/{key}"] = torch.as_tensor(value)
-        if self.ema is not None:
-            tensors.update({f"ema/{k}": v for k, v in self.ema.items()})
+        tensors.update({f"ema/{k}": v for k, v in ema.items()})
         meta = {"step": str(self.step), "identity": json.dumps(self.identity(), sort_keys=True),
                 "param_groups": json.dumps(optim_sd["param_groups"])}
         path = save_safetensors(tensors, self.out / CKPT_DIR / f"ckpt-{self.step:07d}.safetensors", meta)
@@ -216,7 +229,9 @@ class Trainer:
             set_state_dict(self.net, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
                            options=StateDictOptions(full_state_dict=True, strict=False))
             if self.ema is not None:
-                self.ema = {k[len("ema/"):]: f.tensor(k).clone() for k in f.keys() if k.startswith("ema/")}
+                params = dict(self.model.named_parameters())
+                self.ema = {k[len("ema/"):]: like(f.tensor(k).clone(), params[k[len("ema/"):]])
+                            for k in f.keys() if k.startswith("ema/")}
             self.step = int(f.metadata["step"])
             return
 
@@ -293,7 +308,7 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
-        output = self.export() if self.dist.main else self.out
+        output = self.export() or self.out
         if log is not None:
             log.plot(self.out / "loss.png")
             atomic_write(self.out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(
@@ -301,20 +316,23 @@ class Trainer:
         self.dist.barrier()
         return TrainResult(output, self.step, loss, interrupted)
 
-    def export(self) -> Path:
-        """The result: an adapter file (modes lora / adapter-only) or a full model (mode full), EMA weights if on."""
-        params = dict(self.model.named_parameters())
-        live = {n: params[n].detach().clone() for n in self.ema} if self.ema is not None else {}
-        with torch.no_grad():
-            for n, v in (self.ema or {}).items():  # swap the EMA in for saving, then back
-                params[n].copy_(v)
-            try:
-                if self.cfg.mode == "full":
-                    return save_model(self.model, self.out / "model.safetensors")
-                return save_adapter(self.model, self.out / "adapter.safetensors")
-            finally:
-                for n, v in live.items():
-                    params[n].copy_(v)
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights on the CPU, gathered from FSDP shards if sharded, EMA weights swapped in.
+        Collective: every process calls it."""
+        state = get_state_dict(self.net, [], options=StateDictOptions(full_state_dict=True, cpu_offload=True))[0]
+        for name, value in (self.ema or {}).items():
+            state[name] = full_tensor(value)
+        return state
+
+    def export(self) -> Path | None:
+        """The result: an adapter file (modes lora / adapter-only) or a full model (mode full), EMA weights if on.
+        Written by the main process."""
+        state = self.full_state()
+        if not self.dist.main:
+            return None
+        if self.cfg.mode == "full":
+            return save_model(self.model, self.out / "model.safetensors", state=state)
+        return save_adapter(self.model, self.out / "adapter.safetensors", state=state)
 
 
 class MetricsLog:

@@ -184,15 +184,18 @@ t.run()
     assert resumed.step == 2
 
 
-def test_two_process_ddp_equals_one_process(cache, tmp_path):
-    cfg = train_config(cache, tmp_path / "ddp", steps=4, batch_size=2, threads=1)
+@pytest.mark.parametrize("sharding,port", [("ddp", 29517), ("fsdp", 29518)])
+def test_two_processes_equal_one_process(cache, tmp_path, sharding, port):
+    """torchrun with 2 CPU processes (gloo), DDP or FSDP, gives the weights of one process on the same global batch."""
+    cfg = train_config(cache, tmp_path / "ddp", steps=4, batch_size=2, threads=1, fsdp=sharding == "fsdp",
+                       ema_decay=0.5)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          "29517", "-m", "alchemint_core", "train", "--config", str(tmp_path / "cfg.json")],
+                          str(port), "-m", "alchemint_core", "train", "--config", str(tmp_path / "cfg.json")],
                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    single = run(train_config(cache, tmp_path / "one", steps=4, batch_size=2, threads=1))
+    single = run(train_config(cache, tmp_path / "one", steps=4, batch_size=2, threads=1, ema_decay=0.5))
     a, b = tensors(tmp_path / "ddp" / "model.safetensors"), tensors(single.output)
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
