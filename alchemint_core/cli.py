@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -79,10 +80,65 @@ def cmd_train_encoders(args) -> int:
     return 0
 
 
+def cmd_make_demo_data(args) -> int:
+    from tqdm import tqdm
+
+    from .demo.data import write_demo_dataset
+    bar = tqdm(total=args.samples, desc="samples", unit="video")
+    write_demo_dataset(args.out, args.samples, seed=args.seed, timing_in_caption=args.timing_in_caption,
+                       progress=lambda done, total: bar.update(done - bar.n))
+    bar.close()
+    return 0
+
+
+DEMO_SUBJECTS = ["red ring:0.0-1.2", "yellow star:0.8-2.1"]
+
+
+def cmd_demo(args) -> int:
+    from .demo.pipeline import DemoPipeline, check_subjects, parse_subject
+    from .media import strip_image, write_video
+    from .sampling import check_steps_shift
+    subjects = [parse_subject(s) for s in (args.subject or DEMO_SUBJECTS)]
+    check_subjects(subjects, args.frames, args.fps)
+    check_steps_shift(args.steps, args.shift)
+    out = Path(args.out)
+    strip_path = Path(args.strip) if args.strip else out.with_suffix(".png")
+    pipe = DemoPipeline(args.model, args.encoders)
+    result = pipe.generate(subjects, args.prompt, args.seed, args.steps, args.shift, args.mode, args.frames, args.fps)
+    write_video(result.frames, out, args.fps, scale=args.scale)
+    strip_image(result.frames, result.references, [s.tag for s in subjects], [(s.start, s.end) for s in subjects],
+                args.fps).save(strip_path)
+    print(f"'{result.prompt}': {len(result.frames)} frames in {result.seconds:.1f} s -> {out} and {strip_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m alchemint_core",
                                 description="AlcheMinT: multi-reference video generation with timed subjects.")
     sub = p.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="render a video with the embedded demo model (CPU, seconds)",
+                          description="Render a video in which each subject appears during its interval, with the "
+                                      "demo model shipped in this repository, and a strip image: references above, "
+                                      "frames below, requested intervals as bars.")
+    demo.add_argument("--out", default="demo.mp4", help="output video: .mp4, .webp or .gif (default demo.mp4)")
+    demo.add_argument("--subject", action="append", metavar="TAG:START-END",
+                      help="a subject and its interval in seconds, repeatable, e.g. --subject \"red ring:0.5-2.0\" "
+                           f"(default: {' and '.join(DEMO_SUBJECTS)}). Tags name a colour and a shape of the demo: "
+                           "red/yellow/green/cyan/blue/magenta and disc/ring/square/triangle/star/cross")
+    demo.add_argument("--prompt", help="caption (default: 'a <tag> and a <tag> ...')")
+    demo.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    demo.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
+    demo.add_argument("--shift", type=float, default=3.0, help="noise schedule shift (default 3.0)")
+    demo.add_argument("--mode", choices=["none", "mid", "werope", "avg"],
+                      help="temporal RoPE mode of the references (default: the one the model was trained with)")
+    demo.add_argument("--model", help="another AlcheMinT checkpoint (default: the shipped demo model)")
+    demo.add_argument("--encoders", help="another demo-encoders file (default: the shipped one)")
+    demo.add_argument("--frames", type=int, default=17, help="frames, 4k+1 (default 17)")
+    demo.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
+    demo.add_argument("--strip", help="strip image path (default: the video's path with .png)")
+    demo.add_argument("--scale", type=int, default=4, help="upscale the 64x64 frames in the video file (default 4)")
+    demo.set_defaults(func=cmd_demo)
+
     info = sub.add_parser("info", help="print a model's architecture",
                           description="Print the architecture of a Wan 2.1 checkpoint (with an optional AlcheMinT "
                                       "adapter), or of a standard config when no file is given.")
@@ -134,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     enc.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     enc.set_defaults(func=cmd_train_encoders)
+
+    data = sub.add_parser("make-demo-data", help="write the demo's synthetic training videos as a dataset",
+                          description="Write seeded synthetic videos (1-3 coloured shapes, each present only inside "
+                                      "its interval, moving) with mask tracks and reference images in the dataset "
+                                      "format. Held-out (colour, shape) pairs never appear. Resumable.")
+    data.add_argument("--out", required=True, help="dataset folder to create or complete")
+    data.add_argument("--samples", type=int, default=8000, help="number of videos (default 8000)")
+    data.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    data.add_argument("--timing-in-caption", action="store_true",
+                      help="write each subject's interval into the caption (the prompt-only ablation)")
+    data.set_defaults(func=cmd_make_demo_data)
     return p
 
 

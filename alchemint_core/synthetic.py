@@ -98,8 +98,7 @@ def texture_colour(appearance: Appearance, h: int, w: int, phase: float) -> np.n
 def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A muted two-colour gradient with soft noise: varied, but never as saturated as a subject."""
     a, b = rng.uniform(60, 170, 3), rng.uniform(60, 170, 3)
-    mean = (a + b) / 2
-    a, b = mean + (a - mean) * 0.35, mean + (b - mean) * 0.35  # keep saturation low
+    a, b = (c.mean() + (c - c.mean()) * 0.3 for c in (a, b))  # muted: pulled towards their own grey
     t = np.linspace(0, 1, h if rng.random() < 0.5 else w, dtype=np.float32)
     grad = t[:, None, None] if len(t) == h else t[None, :, None]
     img = a * (1 - grad) + b * grad
@@ -129,9 +128,8 @@ def random_subject(rng: np.random.Generator, appearance: Appearance, frames: int
     band = (slot + 0.5) / slots  # spread subjects across the frame to limit overlap
     cy = float(np.clip(band * h + rng.normal(0, h * 0.05), size / 2, h - size / 2))
     cx = float(rng.uniform(size / 2, w - size / 2))
-    speed = rng.uniform(0.5, 1.8)
-    heading = rng.uniform(0, 2 * math.pi)
-    return Subject(appearance, first, last, size, (cy, cx), (0.3 * speed * math.sin(heading), speed * math.cos(heading)),
+    velocity = (float(rng.uniform(-0.5, 0.5)), float(rng.choice([-1, 1]) * rng.uniform(0.8, 2.0)))  # mostly sideways
+    return Subject(appearance, first, last, size, (cy, cx), velocity,
                    float(rng.uniform(0, 2 * math.pi)), float(rng.normal(0, 0.06)))
 
 

@@ -1,0 +1,163 @@
+"""The timing benchmark (S2VTime protocol on synthetic data whose ground truth is exact).
+
+Held-out prompts use appearances never seen in training. Each generated video is searched for each subject;
+its predicted interval (first..last frame present) is scored against the requested one (t-IOU, t-L2), and the
+detected subject's shape and colour against the request (identity)."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..files import SafetensorsFile, save_safetensors
+from ..metrics import mean_ci, predicted_interval, t_iou, t_l2
+from ..synthetic import Appearance, appearances, pick_appearances, random_interval, random_subject, render_video
+from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier
+from .pipeline import FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject, appearance_of
+
+CLASSIFIER_FILE = WEIGHTS / "shape_classifier.safetensors"
+
+
+@dataclass
+class PromptSubject:
+    tag: str
+    start: float
+    end: float
+
+
+@dataclass
+class Prompt:
+    subjects: list[PromptSubject]
+    seed: int
+
+
+def heldout_prompts(count: int = 100, seed: int = 1234, frames: int = FRAMES, fps: float = FPS) -> list[Prompt]:
+    """Prompts with 1-2 held-out subjects each, until `count` subject-intervals; intervals on frame boundaries."""
+    rng = np.random.default_rng(seed)
+    prompts, n = [], 0
+    while n < count:
+        k = min(int(rng.integers(1, 3)), count - n)
+        subjects = []
+        for a in pick_appearances(rng, appearances("test"), k):
+            first, last = random_interval(rng, frames)
+            subjects.append(PromptSubject(a.tag, first / fps, (last + 1) / fps))
+        prompts.append(Prompt(subjects, int(rng.integers(0, 2 ** 31))))
+        n += k
+    return prompts
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    """A JSON list: [{"subjects": [{"tag": "red star", "start": 0.5, "end": 1.5}, ...], "seed": 3}, ...]."""
+    try:
+        data = json.loads(Path(path).read_text())
+        prompts = [Prompt([PromptSubject(str(s["tag"]), float(s["start"]), float(s["end"])) for s in p["subjects"]],
+                          int(p.get("seed", i))) for i, p in enumerate(data)]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"--prompts {path}: expected a JSON list of {{\"subjects\": [{{\"tag\", \"start\", \"end\"}}], "
+                         f"\"seed\"}} objects ({err})") from None
+    for p in prompts:
+        for s in p.subjects:
+            appearance_of(s.tag)  # a tag the detector can look for
+    return prompts
+
+
+def load_detector() -> SubjectDetector:
+    """The shipped shape classifier (trained once: `train_shape_classifier`)."""
+    clf = ShapeClassifier()
+    f = SafetensorsFile(CLASSIFIER_FILE)
+    clf.load_state_dict({k: f.tensor(k) for k in f.keys()})
+    return SubjectDetector(clf.eval().requires_grad_(False))
+
+
+def save_detector(path: Path = CLASSIFIER_FILE, steps: int = 600, seed: int = 0) -> Path:
+    return save_safetensors(train_shape_classifier(steps, seed).state_dict(), path, {"format": "alchemint-shape-clf"})
+
+
+def validate_detector(detector: SubjectDetector, videos: int = 60, seed: int = 99) -> float:
+    """Mean t-IOU of the detector's intervals against the ground-truth masks' (first..last frame where the subject
+    is visible: occlusion by another subject can hide it) on synthetic videos of held-out appearances."""
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(videos):
+        k = int(rng.integers(1, 4))
+        subs = [random_subject(rng, a, FRAMES, SIZE, SIZE, i, k)
+                for i, a in enumerate(pick_appearances(rng, appearances("test"), k))]
+        video = render_video(rng, subs, FRAMES, SIZE, SIZE)
+        for s in subs:
+            det = detector.detect(video.frames, s.appearance.colour, s.appearance.shape)
+            visible = video.masks[s.appearance.tag].reshape(FRAMES, -1).mean(1) >= MIN_AREA
+            truth = predicted_interval(visible, FPS)
+            if truth is not None:
+                scores.append(t_iou(predicted_interval(det.present, FPS), truth))
+    return float(np.mean(scores))
+
+
+@dataclass
+class Scores:
+    name: str
+    t_iou: tuple[float, float, float]  # mean, CI low, CI high
+    t_l2: tuple[float, float, float]
+    shape_accuracy: float  # over frames where the subject's colour is found
+    colour_accuracy: float  # over frames where the subject's shape is found
+    length_correlation: float  # requested vs predicted interval length
+    seconds_per_video: float
+    subjects: int
+
+
+def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
+          wrong_reference: bool = False, steps: int = 40, timing_in_prompt: bool = False) -> Scores:
+    """Generate every prompt and score it. wrong_reference: each subject gets the reference image of another
+    held-out appearance (tags unchanged): the baseline that shows identity comes from the references.
+    timing_in_prompt: write the intervals into the caption, as the prompt-only ablation was trained."""
+    ious, l2s, req_len, pred_len, times = [], [], [], [], []
+    shape_ok = shape_n = colour_ok = colour_n = 0
+    duration = FRAMES / FPS
+    pool = appearances("test")
+    for p in prompts:
+        subjects = [Subject(s.tag, s.start, s.end) for s in p.subjects]
+        if wrong_reference:
+            rng = np.random.default_rng(p.seed)
+            for s in subjects:
+                mine = appearance_of(s.tag)
+                other = [a for a in pool if a.colour != mine.colour and a.shape != mine.shape]
+                alt = other[int(rng.integers(len(other)))]
+                s.image, s.mask = pipe.reference(Subject(alt.tag, 0, 1), p.seed)
+        prompt = (" and ".join(f"a {s.tag} from {s.start:.1f} s to {s.end:.1f} s" for s in subjects)
+                  if timing_in_prompt else None)
+        result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, mode=mode)
+        times.append(result.seconds)
+        for s in p.subjects:
+            a = appearance_of(s.tag)
+            det = detector.detect(result.frames, a.colour, a.shape)
+            pred = predicted_interval(det.present, FPS)
+            ious.append(t_iou(pred, (s.start, s.end)))
+            l2s.append(t_l2(pred, (s.start, s.end), duration))
+            req_len.append(s.end - s.start)
+            pred_len.append(0.0 if pred is None else pred[1] - pred[0])
+            shape_ok += int(det.shape_right[det.present].sum())
+            shape_n += int(det.present.sum())
+            colour_ok += int(det.colour_right[det.shape_seen].sum())
+            colour_n += int(det.shape_seen.sum())
+    corr = float(np.corrcoef(req_len, pred_len)[0, 1]) if np.std(pred_len) > 0 else math.nan
+    return Scores(name, mean_ci(ious), mean_ci(l2s), shape_ok / max(shape_n, 1), colour_ok / max(colour_n, 1), corr,
+                  float(np.mean(times)), len(ious))
+
+
+def markdown_table(rows: list[Scores]) -> str:
+    lines = ["| model | t-IOU (95% CI) | t-L2 (95% CI) | shape right | colour right | length corr. | s / video |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.t_iou[0]:.3f} ({r.t_iou[1]:.3f}-{r.t_iou[2]:.3f}) | {r.t_l2[0]:.3f} "
+                     f"({r.t_l2[1]:.3f}-{r.t_l2[2]:.3f}) | {r.shape_accuracy:.1%} | {r.colour_accuracy:.1%} | "
+                     f"{r.length_correlation:.2f} | {r.seconds_per_video:.2f} |")
+    return "\n".join(lines)
+
+
+def write_results(rows: list[Scores], path: str | Path, extra: dict) -> None:
+    from ..files import atomic_write
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({**extra, "results": [asdict(r) for r in rows]},
+                                                                  indent=1)))

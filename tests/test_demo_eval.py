@@ -1,0 +1,65 @@
+"""The timing benchmark's parts: detector validated on ground truth, prompts, subject parsing."""
+import json
+
+import numpy as np
+import pytest
+
+from alchemint_core.demo.detector import SubjectDetector
+from alchemint_core.demo.evaluate import heldout_prompts, load_detector, load_prompts, validate_detector
+from alchemint_core.demo.pipeline import appearance_of, parse_subject
+from alchemint_core.synthetic import HELD_OUT, appearances, random_video
+
+
+@pytest.fixture(scope="module")
+def detector() -> SubjectDetector:
+    return load_detector()
+
+
+def test_detector_recovers_ground_truth_intervals(detector):
+    assert validate_detector(detector, videos=25, seed=5) >= 0.98
+
+
+def test_detector_reads_shape_and_colour_of_ground_truth_subjects(detector):
+    shape_ok = colour_ok = n = 0
+    for seed in range(8):
+        v = random_video(np.random.default_rng(seed), "test")
+        for s in v.subjects:
+            det = detector.detect(v.frames, s.appearance.colour, s.appearance.shape)
+            shape_ok += det.shape_right[det.present].sum()
+            colour_ok += det.colour_right[det.shape_seen].sum()
+            n += det.present.sum()
+    assert shape_ok / n > 0.85 and colour_ok / n > 0.9
+
+
+def test_held_out_prompts_are_seeded_and_use_only_held_out_subjects():
+    a, b = heldout_prompts(100, seed=3), heldout_prompts(100, seed=3)
+    assert [p.seed for p in a] == [p.seed for p in b]
+    subjects = [s for p in a for s in p.subjects]
+    assert len(subjects) == 100
+    assert all((appearance_of(s.tag).colour, appearance_of(s.tag).shape) in HELD_OUT for s in subjects)
+    assert all(0 <= s.start < s.end <= 17 / 8 for s in subjects)
+
+
+def test_prompts_file(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps([{"subjects": [{"tag": "red star", "start": 0.5, "end": 1.5}], "seed": 3}]))
+    p = load_prompts(tmp_path / "p.json")
+    assert p[0].subjects[0].tag == "red star" and p[0].seed == 3
+    (tmp_path / "bad.json").write_text(json.dumps([{"subjects": [{"tag": "red star"}]}]))
+    with pytest.raises(ValueError, match="--prompts"):
+        load_prompts(tmp_path / "bad.json")
+    (tmp_path / "unknown.json").write_text(json.dumps([{"subjects": [{"tag": "purple dog", "start": 0, "end": 1}]}]))
+    with pytest.raises(ValueError, match="colour"):
+        load_prompts(tmp_path / "unknown.json")
+
+
+@pytest.mark.parametrize("text,expect", [("red ring:0.5-2.0", ("red ring", 0.5, 2.0)),
+                                         (" blue  star : 0 - 1 ", ("blue star", 0.0, 1.0))])
+def test_subject_option_parses(text, expect):
+    s = parse_subject(text)
+    assert (s.tag, s.start, s.end) == expect
+
+
+@pytest.mark.parametrize("bad", ["red ring", "red ring:1", "red ring:a-b", ":0-1"])
+def test_bad_subject_options_explain_the_format(bad):
+    with pytest.raises(ValueError, match="TAG:START-END"):
+        parse_subject(bad)
