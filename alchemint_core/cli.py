@@ -42,7 +42,15 @@ def cmd_train(args) -> int:
     from .trainer import Trainer
     values = read_config_file(args.config) if args.config else {}
     values.update(parse_overrides(args.set))
-    result = Trainer(TrainConfig.from_dict(values), resume=args.resume).run()
+    cfg = TrainConfig.from_dict(values)
+    decoder = None
+    if cfg.preview_every:  # previews decode with the demo encoders the cache was made with
+        from .cache import read_manifest
+        from .encoders import load_encoders
+        encoder_id = (read_manifest(Path(cfg.cache)) or {}).get("encoder", "")
+        if encoder_id.startswith("demo:") and Path(encoder_id[5:]).is_file():
+            decoder = load_encoders(encoder_id[5:])[0]
+    result = Trainer(cfg, resume=args.resume, decoder=decoder).run()
     print(f"trained {result.steps} steps, last loss {result.last_loss:.4f}: {result.output}")
     return 0
 
@@ -112,6 +120,38 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    import time
+
+    from .demo.evaluate import (ABLATIONS, heldout_prompts, load_detector, load_prompts, markdown_table, score,
+                                validate_detector, write_results)
+    from .demo.pipeline import ENCODERS_FILE, MODEL_FILE, DemoPipeline
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed)
+    detector = load_detector()
+    t0 = time.perf_counter()
+    detector_iou = validate_detector(detector)
+    print(f"detector on ground-truth videos: t-IOU {detector_iou:.3f} ({time.perf_counter() - t0:.0f} s)")
+    models = [tuple(m.split("=", 1)) for m in args.model] if args.model else [("shipped", str(MODEL_FILE))]
+    if not args.model and not args.no_ablations:
+        models += [(name, str(path)) for name, path in ABLATIONS.items() if path.is_file()]
+    rows = []
+    for name, path in models:
+        pipe = DemoPipeline(path, args.encoders or ENCODERS_FILE)
+        rows.append(score(pipe, prompts, detector, name, steps=args.steps, timing_in_prompt=name == "prompt-only"))
+        print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
+        if name == "shipped" and not args.no_ablations:
+            rows.append(score(pipe, prompts, detector, "shipped, wrong reference", steps=args.steps,
+                              wrong_reference=True))
+            print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(markdown_table(rows))
+    write_results(rows, args.out, {"detector_t_iou": detector_iou, "prompts": len(prompts), "seed": args.seed,
+                                   "steps": args.steps, "subjects": sum(len(p.subjects) for p in prompts)})
+    print(f"\nresults: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m alchemint_core",
                                 description="AlcheMinT: multi-reference video generation with timed subjects.")
@@ -138,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--strip", help="strip image path (default: the video's path with .png)")
     demo.add_argument("--scale", type=int, default=4, help="upscale the 64x64 frames in the video file (default 4)")
     demo.set_defaults(func=cmd_demo)
+
+    ev = sub.add_parser("evaluate", help="timing benchmark: t-IOU, t-L2 and identity on held-out prompts",
+                        description="Generate held-out prompts (appearances never seen in training) with the demo "
+                                    "model and each ablation, detect every subject per frame and score the intervals "
+                                    "(t-IOU, t-L2), identity (shape and colour) and time per video.")
+    ev.add_argument("--seed", type=int, default=1234, help="seed of the held-out prompts (default 1234)")
+    ev.add_argument("--count", type=int, default=100, help="subject-intervals to generate (default 100)")
+    ev.add_argument("--prompts", help="JSON list of prompts instead: [{\"subjects\": [{\"tag\": \"red star\", "
+                                      "\"start\": 0.5, \"end\": 1.5}], \"seed\": 3}, ...]")
+    ev.add_argument("--model", action="append", metavar="NAME=PATH",
+                    help="evaluate these checkpoints instead of the shipped model and its ablations (repeatable)")
+    ev.add_argument("--encoders", help="demo-encoders file (default: the shipped one)")
+    ev.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
+    ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
+    ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
+    ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
+    ev.set_defaults(func=cmd_evaluate)
 
     info = sub.add_parser("info", help="print a model's architecture",
                           description="Print the architecture of a Wan 2.1 checkpoint (with an optional AlcheMinT "

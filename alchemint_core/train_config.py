@@ -50,6 +50,8 @@ class TrainConfig:
     checkpoint_every: int = opt(100, "write a resumable checkpoint every this many steps")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
     log_every: int = opt(10, "append to metrics.csv every this many steps")
+    preview_every: int = opt(0, "every this many steps, sample the first cached clip and save a strip image in "
+                                "previews/ (needs a cache made with the demo encoders; 0 = off)")
     seed: int = opt(0, "seed of data order, noise, dropout and initialisation")
     device: str = opt("auto", "'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
     fsdp: bool = opt(False, "shard the model over processes with FSDP (for models that do not fit one GPU)")

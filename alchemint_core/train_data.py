@@ -55,6 +55,10 @@ class CachedClips:
         item["num_frames"] = int(f.metadata["num_frames"])
         return item
 
+    def metadata(self, i: int) -> dict[str, str]:
+        self[i]
+        return self._files[self.names[i]].metadata
+
     def position(self, k: int, seed: int) -> int:
         """Clip index of the k-th sample drawn: epochs are seeded permutations of the clips."""
         epoch, offset = divmod(k, len(self))

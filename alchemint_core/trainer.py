@@ -142,7 +142,7 @@ def flow_matching_loss(model, batch: Batch) -> torch.Tensor:
 class Trainer:
     def __init__(self, cfg: TrainConfig, latent_format: LatentFormat | None = None, resume: bool = False,
                  progress: Callable[[int, int, float], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, show_bar: bool = True):
+                 should_stop: Callable[[], bool] | None = None, show_bar: bool = True, decoder=None):
         self.cfg = cfg.validate()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -162,6 +162,7 @@ class Trainer:
                     if p.requires_grad} if cfg.ema_decay else None
         self.step = 0
         self.progress, self.should_stop, self.show_bar = progress, should_stop, show_bar
+        self.decoder = decoder  # a video encoder whose decode() turns sampled latents into frames, for previews
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else None
         if resume:
             self.resume()
@@ -300,6 +301,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}")
             if self.progress:
                 self.progress(self.step, cfg.steps, loss)
+            if cfg.preview_every and self.step % cfg.preview_every == 0:
+                self.preview()
             stop = bool(self.should_stop and self.should_stop())
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or stop:
                 self.save_checkpoint()
@@ -323,6 +326,40 @@ class Trainer:
         for name, value in (self.ema or {}).items():
             state[name] = full_tensor(value)
         return state
+
+    @torch.no_grad()
+    def preview(self) -> Path | None:
+        """Sample the first cached clip (its caption, references and intervals) with the current weights and save
+        frames, references and interval bars as previews/step_<N>.png."""
+        if self.decoder is None or self.cfg.fsdp or not self.dist.main:
+            return None
+        from .guidance import Conditioning, Guidance
+        from .media import strip_image
+        from .sampling import generate
+        batch = make_batch(self.clips, [0], self.cfg.__class__(**{**self.cfg.to_dict(), "p_drop_refs": 0.0,
+                                                                    "p_drop_caption": 0.0}),
+                           self.latent_format, self.adapter_cfg.min_half_length, False)
+        item = self.clips[self.clips.position(0, self.cfg.seed)]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            cond = Conditioning(batch.context.to(self.device), refs=None if batch.refs is None else batch.refs.to(self.device))
+            latents = generate(self.model, cond, self.clips.null_caption[None].to(self.device), batch.x0.shape, seed=0,
+                               guidance=Guidance(2.0, 3.0), steps=20, shift=3.0, latent_format=self.latent_format)
+        finally:
+            self.model.train(was_training)
+        to_uint8 = lambda v: ((v.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+        frames = to_uint8(self.decoder.decode(latents.cpu().float())[0])
+        refs = []
+        if batch.refs is not None:
+            ref_lat = self.latent_format.denormalize(batch.refs.latents[0][:, :, None], 1)
+            refs = [to_uint8(self.decoder.decode(r[None])[0])[0] for r in ref_lat]
+        tags = json.loads(self.clips.metadata(self.clips.position(0, self.cfg.seed)).get("tags", "[]"))
+        intervals = [tuple(iv) for iv in item["intervals"].tolist()] if "intervals" in item else []
+        path = self.out / "previews" / f"step_{self.step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        strip_image(frames, refs, tags, intervals, item["fps"]).save(path)
+        return path
 
     def export(self) -> Path | None:
         """The result: an adapter file (modes lora / adapter-only) or a full model (mode full), EMA weights if on.

@@ -226,3 +226,13 @@ def test_yaml_and_toml_configs_read_the_same(tmp_path):
     (tmp_path / "c.yaml").write_text("cache: /data/c\nsteps: 5\nadapter:\n  rope_mode: avg\n")
     (tmp_path / "c.toml").write_text('cache = "/data/c"\nsteps = 5\n[adapter]\nrope_mode = "avg"\n')
     assert read_config_file(tmp_path / "c.yaml") == read_config_file(tmp_path / "c.toml")
+
+
+def test_previews_show_sampled_frames_with_references_and_intervals(cache, tmp_path):
+    vae, _ = encoders()
+    trainer = Trainer(TrainConfig.from_dict(train_config(cache, tmp_path / "p", steps=2, preview_every=2)),
+                      show_bar=False, decoder=vae)
+    trainer.run()
+    from PIL import Image
+    img = Image.open(tmp_path / "p" / "previews" / "step_0000002.png")
+    assert img.width >= 9 * 32 * 2 and img.height > 2 * 32 * 2  # 9 frames of 32 px at scale 2, references above

@@ -20,6 +20,8 @@ from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_cl
 from .pipeline import FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject, appearance_of
 
 CLASSIFIER_FILE = WEIGHTS / "shape_classifier.safetensors"
+ABLATIONS = {name: WEIGHTS / "ablations" / f"{name}.safetensors" for name in ("werope", "mid", "none", "avg",
+                                                                                "prompt-only")}
 
 
 @dataclass
