@@ -80,10 +80,12 @@ def cmd_cache(args) -> int:
 
 def cmd_train_encoders(args) -> int:
     from .demo.encoder_training import train_text_encoder, train_vae
-    from .encoders import save_encoders
+    from .encoders import load_encoders, save_encoders
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    vae = train_vae(steps=args.vae_steps, seed=args.seed)
-    text = train_text_encoder(steps=args.text_steps, seed=args.seed)
+    vae0, text0 = load_encoders(args.init) if args.init else (None, None)
+    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr)
+    text = text0 if text0 is not None and args.text_steps == 0 else train_text_encoder(steps=args.text_steps,
+                                                                                      seed=args.seed)
     print(f"saved {save_encoders(vae, text, args.out)}")
     return 0
 
@@ -246,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--text-steps", type=int, default=1500, help="text-encoder optimisation steps (default 1500)")
     enc.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     enc.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
+    enc.add_argument("--init", help="continue from this encoders file (its text encoder is kept with --text-steps 0)")
+    enc.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
     enc.set_defaults(func=cmd_train_encoders)
 
     data = sub.add_parser("make-demo-data", help="write the demo's synthetic training videos as a dataset",
