@@ -57,14 +57,17 @@ class SafetensorsFile:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(8)
-            if head[:1] == PICKLE_MAGIC[0] or head[:4] == PICKLE_MAGIC[1]:
-                raise CheckpointError(f"{path}: this is a pickle/PyTorch archive, not safetensors. Pickle files can "
-                                      f"run code and are never loaded; convert it to .safetensors first")
             n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if not 2 <= n <= min(MAX_HEADER, size - 8):
-                raise self._corrupt("bad header length")
+            plausible = 2 <= n <= min(MAX_HEADER, size - 8)
+            if not plausible or f.read(1) != b"{":
+                # Not a safetensors header; say what it is when we can tell.
+                if head[:1] == PICKLE_MAGIC[0] and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") \
+                        or head[:4] == PICKLE_MAGIC[1]:
+                    raise CheckpointError(f"{path}: this is a pickle/PyTorch archive, not safetensors. Pickle files "
+                                          f"can run code and are never loaded; convert it to .safetensors first")
+                raise self._corrupt("bad header")
             try:
-                header = json.loads(f.read(n))
+                header = json.loads(b"{" + f.read(n - 1))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise self._corrupt("header is not JSON") from None
         if not isinstance(header, dict):

@@ -214,3 +214,16 @@ def test_truncated_and_foreign_checkpoints_get_clear_errors(tmp_path):
         ac.load_model(tmp_path / "vae.safetensors")
     with pytest.raises(ac.CheckpointError, match="no such file"):
         ac.load_model(tmp_path / "missing.safetensors")
+
+
+def test_a_header_length_ending_in_0x80_is_not_mistaken_for_pickle(tmp_path):
+    """A safetensors file whose 8-byte header length starts with byte 0x80 (pickle's magic) must load."""
+    from safetensors.torch import save_file
+    from alchemint_core.files import SafetensorsFile
+    for pad in range(200):
+        save_file({"t": torch.zeros(3)}, str(tmp_path / "x.safetensors"), metadata={"p": "x" * pad})
+        if (tmp_path / "x.safetensors").read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.skip("no padding gave a 0x80 first byte")
+    assert torch.equal(SafetensorsFile(tmp_path / "x.safetensors").tensor("t"), torch.zeros(3))
