@@ -1,12 +1,15 @@
 """Encode a dataset once: video latents, text embeddings and several augmented reference variants per entity go
 into one safetensors shard per training clip, listed in manifest.json. Training reads only this cache.
 
-Re-running skips clips whose shard is listed and readable; shards and the manifest are written atomically, so a
-build killed at any moment leaves only complete shards behind and resumes where it stopped.
+Re-running skips clips whose shard is complete; shards and the manifest are written atomically, so a build killed
+at any moment leaves only complete shards behind and resumes where it stopped. The manifest is rewritten every few
+seconds, not per clip (rewriting it per clip made big builds quadratic); a complete shard the last manifest write
+missed is adopted from its own metadata on resume.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,10 +22,11 @@ from .augment import ReferenceAugment
 from .config import CheckpointError
 from .dataset import DatasetError, list_samples, load_sample, make_clip
 from .encoders import TextEncoder, VideoEncoder
-from .files import SafetensorsFile, atomic_write, save_safetensors
+from .files import SafetensorsFile, atomic_write, read_metadata_json, save_safetensors
 from .latents import LATENT_FORMAT_FILE
 
 MANIFEST = "manifest.json"
+MANIFEST_EVERY_S = 5.0
 CACHE_VERSION = 1
 
 
@@ -71,10 +75,18 @@ def write_manifest(out: Path, manifest: dict) -> None:
 
 def has_tensor(path: Path, key: str) -> bool:
     """The file is a complete, readable safetensors file holding `key`."""
+    return complete_shard(path, key) is not None
+
+
+def complete_shard(path: Path, key: str = "video") -> SafetensorsFile | None:
+    """The shard, opened, if it is a complete safetensors file holding `key`; None if missing or damaged."""
+    if not path.is_file():
+        return None
     try:
-        return key in SafetensorsFile(path)
+        f = SafetensorsFile(path)
     except CheckpointError:
-        return False
+        return None
+    return f if key in f else None
 
 
 def latent_masks(masks: np.ndarray, latent_thw: tuple[int, int, int]) -> torch.Tensor:
@@ -138,12 +150,17 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
     augment = augment or ReferenceAugment()
     report = CacheReport()
     total = len(samples) * cfg.clips_per_sample
+    last_write = time.monotonic()
     for s_idx, folder in enumerate(samples):
         sample = None
         for c_idx in range(cfg.clips_per_sample):
             name = f"{folder.name}#{c_idx}"
             shard = out / "shards" / f"{folder.name}.{c_idx}.safetensors"
-            if name in manifest["clips"] and has_tensor(shard, "video"):
+            done = complete_shard(shard)
+            if done is not None:
+                if name not in manifest["clips"]:  # written after the last manifest write of a killed build
+                    tags = read_metadata_json(done.metadata, "tags") or []
+                    manifest["clips"][name] = {"file": f"shards/{shard.name}", "entities": len(tags)}
                 report.skipped.append(name)
                 continue
             sample = sample or load_sample(folder)
@@ -155,7 +172,9 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
             tensors, meta = encode_clip(clip, video_encoder, text_encoder, augment, aug_seed, cfg.torch_dtype())
             save_safetensors(tensors, shard, meta)
             manifest["clips"][name] = {"file": f"shards/{shard.name}", "entities": len(clip.entities)}
-            write_manifest(out, manifest)
+            if time.monotonic() - last_write > MANIFEST_EVERY_S:
+                write_manifest(out, manifest)
+                last_write = time.monotonic()
             report.encoded.append(name)
             if progress:
                 progress(len(report.encoded) + len(report.skipped), total, name)

@@ -54,6 +54,27 @@ def test_cache_holds_every_clip_and_rerun_skips_them(tmp_path):
         build_cache(data, tmp_path / "c", vae, text, CacheConfig(num_frames=9, ref_variants=2), encoder_id="t")
 
 
+
+def test_cache_resume_adopts_shards_the_manifest_missed_and_redoes_damaged_ones(tmp_path):
+    """A build killed between manifest writes: complete shards are kept, a truncated one is encoded again."""
+    data = write_dataset(tmp_path / "data", n=3)
+    vae, text = encoders()
+    cfg = CacheConfig(num_frames=9, ref_variants=2)
+    build_cache(data, tmp_path / "c", vae, text, cfg, encoder_id="t")
+    manifest_path = tmp_path / "c" / "manifest.json"
+    full = json.loads(manifest_path.read_text())
+    names = sorted(full["clips"])
+    stale = {**full, "clips": {names[0]: full["clips"][names[0]]}}  # as if killed before the later writes
+    manifest_path.write_text(json.dumps(stale))
+    damaged = tmp_path / "c" / full["clips"][names[2]]["file"]
+    damaged.write_bytes(damaged.read_bytes()[:-100])
+    kept = (tmp_path / "c" / full["clips"][names[1]]["file"]).stat().st_mtime_ns
+    again = build_cache(data, tmp_path / "c", vae, text, cfg, encoder_id="t")
+    assert again.encoded == [names[2]] and sorted(again.skipped) == names[:2]
+    assert json.loads(manifest_path.read_text())["clips"] == full["clips"]
+    assert (tmp_path / "c" / full["clips"][names[1]]["file"]).stat().st_mtime_ns == kept
+    assert CachedClips(tmp_path / "c")[2]["video"].shape == (4, 3, 4, 4)
+
 def test_batches_are_seeded_by_position_and_drop_references_jointly(cache):
     clips = CachedClips(cache)
     cfg = TrainConfig.from_dict(train_config(cache, "x", p_drop_refs=1.0, p_drop_caption=1.0))
