@@ -24,24 +24,30 @@ def cmd_info(args) -> int:
     return 0
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    out = {}
+def parse_overrides(pairs: list[str], into: dict | None = None) -> dict:
+    """KEY=VALUE pairs merged into `into`; a dotted key (adapter.w_edge=-0.4) sets an entry of a section."""
+    out = into if into is not None else {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. --set steps=500")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. --set steps=500 or --set adapter.w_edge=-0.4")
+        *sections, name = key.strip().split(".")
+        target = out
+        for section in sections:
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"--set {pair!r}: {section} is not a section of the config")
         try:
-            out[key.strip()] = json.loads(value)
+            target[name] = json.loads(value)
         except json.JSONDecodeError:
-            out[key.strip()] = value  # a bare string such as a path
+            target[name] = value  # a bare string such as a path
     return out
 
 
 def cmd_train(args) -> int:
     from .train_config import TrainConfig, read_config_file
     from .trainer import Trainer
-    values = read_config_file(args.config) if args.config else {}
-    values.update(parse_overrides(args.set))
+    values = parse_overrides(args.set, read_config_file(args.config) if args.config else {})
     cfg = TrainConfig.from_dict(values)
     decoder = None
     if cfg.preview_every:  # previews decode with the demo encoders the cache was made with

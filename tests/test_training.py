@@ -257,3 +257,17 @@ def test_previews_show_sampled_frames_with_references_and_intervals(cache, tmp_p
     from PIL import Image
     img = Image.open(tmp_path / "p" / "previews" / "step_0000002.png")
     assert img.width >= 9 * 32 * 2 and img.height > 2 * 32 * 2  # 9 frames of 32 px at scale 2, references above
+
+
+def test_dotted_set_overrides_one_entry_of_a_config_section():
+    from alchemint_core.cli import parse_overrides
+    from alchemint_core.train_config import read_config_file
+    base = read_config_file(ROOT / "alchemint_core" / "demo" / "configs" / "werope.toml")
+    values = parse_overrides(["adapter.w_edge=-0.25", "steps=10", "out=runs/x"], base)
+    cfg = TrainConfig.from_dict(values)
+    assert cfg.adapter["w_edge"] == -0.25 and cfg.adapter["rope_mode"] == "werope" and cfg.adapter["max_refs"] == 4
+    assert cfg.steps == 10 and cfg.out == "runs/x"
+    with pytest.raises(ValueError, match="steps is not a section"):
+        parse_overrides(["steps.x=1"], {"steps": 3})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["adapter.w_edge"])
