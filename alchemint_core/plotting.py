@@ -60,3 +60,25 @@ def line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title:
             d.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=colour)
         d.text((w - right - 150, top + 4 + 12 * i), name, fill=colour, font=font)
     return img
+
+
+def attention_profile_plot(bank, rope, tags: Sequence[str], intervals_s: Sequence[tuple[float, float]],
+                           intervals_latent: Sequence[tuple[float, float]], frames: int, fps: float,
+                           size: tuple[int, int] = (640, 360)) -> Image.Image:
+    """Each subject's requested interval (shaded) and the attention bias its RoPE mode puts on the video's frames
+    (the paper's Fig. 3 for these intervals): x in seconds, one point per frame."""
+    import torch
+
+    from .intervals import TEMPORAL_COMPRESSION
+    from .rope import attention_profile
+    times = torch.arange(frames, dtype=torch.float64) / TEMPORAL_COMPRESSION  # frame n sits at latent time n/4
+    seconds = [n / fps for n in range(frames)]
+    series = {}
+    for i, (tag, iv) in enumerate(zip(tags, intervals_latent)):
+        name = f"{i + 1}. {tag}"[:24]
+        while name in series:
+            name += "'"
+        series[name] = (seconds, attention_profile(bank, iv, rope, times).tolist())
+    bands = [(a, b, PALETTE[i % len(PALETTE)]) for i, (a, b) in enumerate(intervals_s)]
+    return line_plot(series, f"attention to each subject over time, RoPE mode '{rope.mode}'", "seconds", size,
+                     bands=bands)

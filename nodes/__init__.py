@@ -1,3 +1,24 @@
 """ComfyUI nodes (classic API). Thin: parse inputs, call alchemint_core, format outputs."""
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+from . import bridge
+from .models import DemoModel, ModelLoader
+from .references import ReferenceLoader
+from .sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
+from .timeline import IntervalTimeline
+from .training import AdapterTrainer, DatasetCache, EvaluateTiming
+
+bridge.register_model_folder()
+
+NODES = {
+    "AlcheMinTModelLoader": (ModelLoader, "AlcheMinT Model Loader"),
+    "AlcheMinTDemoModel": (DemoModel, "AlcheMinT Demo Model"),
+    "AlcheMinTReferenceLoader": (ReferenceLoader, "AlcheMinT Reference Loader"),
+    "AlcheMinTIntervalTimeline": (IntervalTimeline, "AlcheMinT Interval Timeline"),
+    "AlcheMinTWeRoPEConditioner": (WeRoPEConditioner, "AlcheMinT WeRoPE Conditioner"),
+    "AlcheMinTMultiCFGGuider": (MultiCFGGuider, "AlcheMinT Multi-CFG Guider"),
+    "AlcheMinTSampler": (Sampler, "AlcheMinT Sampler"),
+    "AlcheMinTDatasetCache": (DatasetCache, "AlcheMinT Dataset Cache"),
+    "AlcheMinTTrainer": (AdapterTrainer, "AlcheMinT Trainer"),
+    "AlcheMinTEvaluateTiming": (EvaluateTiming, "AlcheMinT Evaluate Timing"),
+}
+NODE_CLASS_MAPPINGS = {k: cls for k, (cls, _) in NODES.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {k: name for k, (_, name) in NODES.items()}

@@ -11,12 +11,13 @@ import torch
 
 from ..dataset import crop_reference
 from ..encoders import load_encoders
-from ..guidance import Conditioning, Guidance
-from ..intervals import IntervalError, interval_to_latent, latent_frame_count
+from ..generation import VideoModel, VideoRequest, generate_video
+from ..guidance import Guidance
+from ..intervals import IntervalError, interval_to_latent
 from ..loading import load_model
-from ..references import References
-from ..rope import TemporalRope
-from ..sampling import StepCallback, generate
+from ..native import DemoCLIP, DemoVAE, conditioning_tensors
+from ..sampling import StepCallback
+from ..subjects import make_subject
 from ..synthetic import COLOURS, SHAPES, Appearance, render_reference
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -75,66 +76,53 @@ def appearance_of(tag: str) -> Appearance:
 
 
 class DemoPipeline:
-    """The shipped tiny model with its own VAE and text encoder."""
+    """The shipped tiny model with its own VAE and text encoder (behind ComfyUI's VAE/CLIP signatures)."""
 
     def __init__(self, model_path: str | Path | None = None, encoders_path: str | Path | None = None,
                  device: str = "cpu"):
-        self.model = load_model(model_path or MODEL_FILE, device=device)
-        if self.model.alchemint is None:
+        model = load_model(model_path or MODEL_FILE, device=device)
+        if model.alchemint is None:
             raise ValueError(f"{model_path}: not an AlcheMinT model (no adapter in the file)")
-        self.vae, self.text = load_encoders(encoders_path or ENCODERS_FILE)
-        self.device = torch.device(device)
+        vae, text = load_encoders(encoders_path or ENCODERS_FILE)
+        self.vae, self.clip = DemoVAE(vae), DemoCLIP(text)
+        self.handle = VideoModel(model, vae.latent_format, "demo")
+
+    @property
+    def model(self):
+        return self.handle.model
 
     def reference(self, subject: Subject, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The subject's image and mask: its own, or drawn from its tag."""
         if subject.image is not None:
             mask = subject.mask if subject.mask is not None else np.ones(subject.image.shape[:2], bool)
-            return crop_reference(subject.image, mask, (SIZE, SIZE))
+            return subject.image, mask
         rng = np.random.default_rng([seed, len(subject.tag)])
         return render_reference(rng, appearance_of(subject.tag), SIZE, SIZE)
 
-    @torch.no_grad()
-    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        emb, mask = self.text.encode(texts)
-        return emb.to(self.device), mask.to(self.device)
-
-    @torch.no_grad()
-    def conditioning(self, subjects: list[Subject], prompt: str, frames: int, fps: float, seed: int,
-                     rope: TemporalRope | None) -> tuple[Conditioning, list[np.ndarray]]:
-        refs = [self.reference(s, seed) for s in subjects]
-        ctx, ctx_mask = self.encode_text([prompt])
-        if not subjects:
-            return Conditioning(ctx, context_mask=ctx_mask), []
-        images = torch.from_numpy(np.stack([r[0] for r in refs])).permute(0, 3, 1, 2).float() / 127.5 - 1
-        latents = self.vae.latent_format.normalize(self.vae.encode(images[:, :, None]))[:, :, 0]  # [R, C, h, w]
-        tags, tag_mask = self.encode_text([s.tag for s in subjects])
-        half = self.model.alchemint.cfg.min_half_length
-        intervals = []
-        for s in subjects:
-            intervals.append(interval_to_latent(s.start, s.end, fps, frames, half, name=f"subject '{s.tag}'"))
-        r = References(latents[None].to(self.device), tags[None], torch.tensor([intervals]),
-                       tag_lengths=tag_mask.sum(1)[None].cpu(), rope=rope)
-        return Conditioning(ctx, refs=r, context_mask=ctx_mask), [x[0] for x in refs]
+    def text(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return conditioning_tensors(self.clip.encode_from_tokens_scheduled(self.clip.tokenize(prompt)))
 
     def generate(self, subjects: list[Subject], prompt: str | None = None, seed: int = 0,
                  steps: int = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, mode: str | None = None,
                  frames: int = FRAMES, fps: float = FPS, guidance: Guidance = DEFAULT_GUIDANCE,
                  callback: StepCallback | None = None) -> DemoResult:
-        latent_frame_count(frames)
-        if len(subjects) > self.model.alchemint.cfg.max_refs:
-            raise ValueError(f"{len(subjects)} subjects given; this model takes at most "
-                             f"{self.model.alchemint.cfg.max_refs}")
         prompt = prompt or " and ".join(f"a {s.tag}" for s in subjects) or "an empty scene"
         rope = replace(self.model.alchemint.temporal_rope, mode=mode) if mode else None
         t0 = time.perf_counter()
-        cond, refs = self.conditioning(subjects, prompt, frames, fps, seed, rope)
-        negative, negative_mask = self.encode_text([""])
-        shape = (1, self.vae.latent_channels, latent_frame_count(frames), SIZE // 8, SIZE // 8)
-        latents = generate(self.model, cond, negative, shape, seed, guidance, steps, shift,
-                           latent_format=self.vae.latent_format, callback=callback, negative_mask=negative_mask)
-        with torch.no_grad():
-            video = self.vae.decode(latents.cpu().float())[0]  # [3, N, H, W] in [-1, 1]
-        out = ((video.permute(1, 2, 3, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-        return DemoResult(out, refs, subjects, prompt, fps, time.perf_counter() - t0)
+        refs = [self.reference(s, seed) for s in subjects]
+        positive, positive_mask = self.text(prompt)
+        negative, negative_mask = self.text("")
+        req = VideoRequest(positive, negative, frames, fps, SIZE, SIZE,
+                           subjects=[make_subject(s.tag, img, self.clip, mask, self.vae) for s, (img, mask)
+                                     in zip(subjects, refs)],
+                           intervals=[(s.start, s.end) for s in subjects], positive_mask=positive_mask,
+                           negative_mask=negative_mask, rope=rope, seed=seed, steps=steps, shift=shift,
+                           guidance=guidance)
+        latents = generate_video(self.handle, req, callback)
+        video = self.vae.decode(latents)[0]  # [N, H, W, 3] in [0, 1]
+        out = (video.numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        crops = [crop_reference(img, mask, (SIZE, SIZE))[0] for img, mask in refs]
+        return DemoResult(out, crops, subjects, prompt, fps, time.perf_counter() - t0)
 
 
 def check_subjects(subjects: list[Subject], frames: int, fps: float) -> None:

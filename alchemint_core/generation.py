@@ -1,0 +1,108 @@
+"""One video from subjects, captions and intervals: the sampling entry point of the demo CLI and the ComfyUI Sampler.
+
+    latents = generate_video(handle, request, callback)   # raw latents [1, C, T, h, w] for the VAE
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .guidance import Conditioning, Guidance
+from .intervals import latent_frame_count
+from .latents import LatentFormat
+from .model import WanModel
+from .rope import TemporalRope
+from .sampling import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_steps_shift, generate
+from .subjects import Subject, encode_subjects, make_references
+
+SPATIAL_COMPRESSION = 8
+
+
+@dataclass
+class VideoModel:
+    """A diffusion model with what sampling needs beside it: the latent statistics of its VAE."""
+
+    model: WanModel
+    latent_format: LatentFormat
+    name: str = ""
+
+    @property
+    def max_refs(self) -> int:
+        return self.model.alchemint.cfg.max_refs if self.model.alchemint is not None else 0
+
+    @property
+    def size_multiple(self) -> int:
+        return SPATIAL_COMPRESSION * self.model.cfg.patch_size[1]
+
+
+@dataclass
+class VideoRequest:
+    """Everything one video depends on besides the model."""
+
+    positive: torch.Tensor  # [1, L, text_dim] caption embedding
+    negative: torch.Tensor  # [1, L', text_dim] negative caption embedding
+    frames: int
+    fps: float
+    height: int
+    width: int
+    subjects: Sequence[Subject] = ()
+    intervals: Sequence[tuple[float, float]] = ()  # seconds, one per subject
+    positive_mask: torch.Tensor | None = None
+    negative_mask: torch.Tensor | None = None
+    rope: TemporalRope | None = None  # None: the model's trained mode
+    seed: int = 0
+    steps: int = DEFAULT_STEPS
+    shift: float = DEFAULT_SHIFT
+    guidance: Guidance = field(default_factory=Guidance)
+
+
+def check_size(height: int, width: int, multiple: int) -> None:
+    for name, v in (("height", height), ("width", width)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < multiple or v % multiple:
+            near = max(multiple, round(v / multiple) * multiple) if isinstance(v, int) else 4 * multiple
+            raise ValueError(f"{name} {v!r} must be a positive multiple of {multiple} (the VAE's 8x times the "
+                             f"patch size), e.g. {near}")
+
+
+def check_request(handle: VideoModel, req: VideoRequest) -> None:
+    """Everything checked before any work, so a bad input fails at once with its fix."""
+    latent_frame_count(req.frames)
+    check_size(req.height, req.width, handle.size_multiple)
+    check_steps_shift(req.steps, req.shift)
+    if len(req.subjects) > handle.max_refs:
+        raise ValueError(f"{len(req.subjects)} subjects given; this model takes at most {handle.max_refs}"
+                         + ("" if handle.max_refs else " (it has no AlcheMinT adapter: load one)"))
+    text_dim = handle.model.cfg.text_dim
+    for what, emb in (("positive", req.positive), ("negative", req.negative)):
+        if emb.ndim != 3 or emb.shape[-1] != text_dim:
+            raise ValueError(f"{what} conditioning has embeddings {list(emb.shape)}, but the model expects "
+                             f"[1, L, {text_dim}]: encode it with the text encoder that goes with this model")
+
+
+def latent_shape(handle: VideoModel, req: VideoRequest) -> tuple[int, int, int, int, int]:
+    return (1, handle.model.cfg.in_dim, latent_frame_count(req.frames), req.height // SPATIAL_COMPRESSION,
+            req.width // SPATIAL_COMPRESSION)
+
+
+def build_conditioning(handle: VideoModel, req: VideoRequest) -> Conditioning:
+    device = next(handle.model.parameters()).device
+    refs = None
+    if req.subjects:
+        latents = encode_subjects(req.subjects, req.height, req.width, handle.latent_format)
+        half = handle.model.alchemint.cfg.min_half_length
+        refs = make_references(req.subjects, latents, req.intervals, req.fps, req.frames, half, req.rope).to(device)
+    mask = req.positive_mask.to(device) if req.positive_mask is not None else None
+    return Conditioning(req.positive.to(device), refs=refs, context_mask=mask)
+
+
+def generate_video(handle: VideoModel, req: VideoRequest, callback: StepCallback | None = None) -> torch.Tensor:
+    """Raw latents [1, C, T, h, w] of the requested video (decode them with the model's VAE)."""
+    check_request(handle, req)
+    cond = build_conditioning(handle, req)
+    device = next(handle.model.parameters()).device
+    neg_mask = req.negative_mask.to(device) if req.negative_mask is not None else None
+    return generate(handle.model, cond, req.negative.to(device), latent_shape(handle, req), req.seed, req.guidance,
+                    req.steps, req.shift, latent_format=handle.latent_format, callback=callback,
+                    negative_mask=neg_mask)
