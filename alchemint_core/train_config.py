@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("lora", "full", "adapter-only")
+PRECISIONS = ("auto", "bf16", "fp32")
 TIMESTEP_SAMPLING = ("logit-normal", "shifted-uniform")
 
 
@@ -56,6 +57,9 @@ class TrainConfig:
     device: str = opt("auto", "'auto' (CUDA when available), 'cpu' or 'cuda[:N]'")
     fsdp: bool = opt(False, "shard the model over processes with FSDP (for models that do not fit one GPU)")
     threads: int = opt(0, "CPU threads per process (0 = PyTorch's default)")
+    precision: str = opt("auto", "compute precision: 'auto' (bf16 autocast on CUDA, fp32 on the CPU), 'bf16' "
+                                 "(autocast on any device; ~2x faster on CPUs with AVX-512 BF16) or 'fp32'. "
+                                 "Weights and optimizer state stay fp32")
 
     def validate(self) -> "TrainConfig":
         errors = []
@@ -65,6 +69,8 @@ class TrainConfig:
             errors.append("out is required (an output folder)")
         if self.mode not in MODES:
             errors.append(f"mode {self.mode!r} must be one of {MODES}")
+        if self.precision not in PRECISIONS:
+            errors.append(f"precision {self.precision!r} must be one of {PRECISIONS}")
         if self.timestep_sampling not in TIMESTEP_SAMPLING:
             errors.append(f"timestep_sampling {self.timestep_sampling!r} must be one of {TIMESTEP_SAMPLING}")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):

@@ -163,7 +163,8 @@ class Trainer:
         self.step = 0
         self.progress, self.should_stop, self.show_bar = progress, should_stop, show_bar
         self.decoder = decoder  # a video encoder whose decode() turns sampled latents into frames, for previews
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else None
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else None
         if resume:
             self.resume()
 
