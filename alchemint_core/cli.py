@@ -24,6 +24,21 @@ def cmd_info(args) -> int:
     return 0
 
 
+STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cmd_convert(args) -> int:
+    """Rewrite a full AlcheMinT model file with its weights stored in another dtype (the header is kept)."""
+    from .loading import save_model
+    src, dst = Path(args.input), Path(args.output)
+    if src.resolve() == dst.resolve():
+        raise ValueError("convert: write to a new file (OUTPUT must differ from INPUT)")
+    model = load_model(src, dtype=STORAGE_DTYPES[args.dtype])
+    save_model(model, dst)
+    print(f"{src} ({src.stat().st_size / 2**20:.1f} MB) -> {dst} ({dst.stat().st_size / 2**20:.1f} MB, {args.dtype})")
+    return 0
+
+
 def parse_overrides(pairs: list[str], into: dict | None = None) -> dict:
     """KEY=VALUE pairs merged into `into`; a dotted key (adapter.w_edge=-0.4) sets an entry of a section."""
     out = into if into is not None else {}
@@ -212,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--config", choices=["1.3b", "14b"], default="1.3b",
                       help="standard Wan 2.1 config to describe when --model is not given (default 1.3b)")
     info.set_defaults(func=cmd_info)
+
+    conv = sub.add_parser("convert", help="store a full model file's weights in another dtype (e.g. fp16, half size)",
+                          description="Rewrite a full AlcheMinT model file (as the trainer exports in mode full) with "
+                                      "its weights stored as fp32, fp16 or bf16. Computation on the CPU stays fp32.")
+    conv.add_argument("input", help="model .safetensors file")
+    conv.add_argument("output", help="new .safetensors file")
+    conv.add_argument("--dtype", choices=list(STORAGE_DTYPES), default="fp16", help="storage dtype (default fp16)")
+    conv.set_defaults(func=cmd_convert)
 
     from .train_config import options_help
     train = sub.add_parser("train", help="train an AlcheMinT adapter, LoRA or full model on a cache",

@@ -34,3 +34,31 @@ def test_requirements_do_not_force_a_torch_version():
             assert "==" not in line and "<" not in line
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "tool" in meta and "comfy" in meta["tool"] and meta["project"]["name"]
+
+
+def test_convert_halves_a_full_model_file_and_keeps_its_function(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    import alchemint_core as ac
+    from alchemint_core.loading import load_model, save_model
+    from conftest import ROOT, tiny_model
+    model = tiny_model(adapter=ac.AdapterConfig(max_refs=2, rope_mode="avg"))
+    save_model(model, tmp_path / "m32.safetensors")
+    r = subprocess.run([sys.executable, "-m", "alchemint_core", "convert", str(tmp_path / "m32.safetensors"),
+                        str(tmp_path / "m16.safetensors"), "--dtype", "fp16"], capture_output=True, text=True,
+                       cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    size32, size16 = ((tmp_path / f"m{b}.safetensors").stat().st_size for b in (32, 16))
+    assert 0.45 < size16 / size32 < 0.55
+    half = load_model(tmp_path / "m16.safetensors")
+    assert half.alchemint.cfg.rope_mode == "avg" and half.blocks[0].self_attn.q.weight.dtype == torch.float16
+    x, t, ctx = torch.randn(1, 16, 3, 4, 4), torch.tensor([500.0]), torch.randn(1, 5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(half(x, t, ctx), model(x, t, ctx), atol=5e-3, rtol=5e-3)
+    r = subprocess.run([sys.executable, "-m", "alchemint_core", "convert", str(tmp_path / "m16.safetensors"),
+                        str(tmp_path / "m16.safetensors")], capture_output=True, text=True, cwd=ROOT,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "must differ" in r.stderr
