@@ -1,4 +1,6 @@
 """ComfyUI nodes (classic API). Thin: parse inputs, call alchemint_core, format outputs."""
+from pathlib import Path
+
 from . import bridge
 from .models import DemoModel, ModelLoader
 from .references import ReferenceLoader
@@ -7,6 +9,7 @@ from .timeline import IntervalTimeline
 from .training import AdapterTrainer, DatasetCache, EvaluateTiming
 
 bridge.register_model_folder()
+bridge.install_example_inputs(Path(__file__).resolve().parent.parent / "workflows" / "inputs")
 
 NODES = {
     "AlcheMinTModelLoader": (ModelLoader, "AlcheMinT Model Loader"),

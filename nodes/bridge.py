@@ -6,6 +6,7 @@ interruption are no-ops and everything runs on the CPU.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,20 @@ def load_on_device(handle: Any) -> Any:
                                                           offload_device=mm.unet_offload_device())
     mm.load_models_gpu([handle.patcher])
     return mm.get_torch_device()
+
+
+def install_example_inputs(source: Path) -> list[Path]:
+    """Copy the example workflows' reference images into ComfyUI's input folder (only those missing there), so
+    Load Image finds them when a user opens an example workflow."""
+    fp = folder_paths()
+    if fp is None or not source.is_dir():
+        return []
+    target = Path(fp.get_input_directory())
+    copied = []
+    for src in sorted(source.glob("*.png")):
+        dst = target / src.name
+        if not dst.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            copied.append(dst)
+    return copied

@@ -1,0 +1,131 @@
+"""Builds the example workflows (ComfyUI's UI format) from short node lists, and their API (prompt) form.
+
+`python tests/workflow_builder.py` rewrites workflows/*.json; the tests check the committed files equal what this
+builds, load them in a real ComfyUI and run them.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+sys.path.insert(0, str(ROOT))
+
+DEMO_TIMELINE = json.dumps({"version": 1, "subjects": [{"tag": "red ring", "start": 0.0, "end": 1.0},
+                                                       {"tag": "yellow star", "start": 1.0, "end": 2.125}]})
+WAN_TIMELINE = json.dumps({"version": 1, "subjects": [{"tag": "the dog", "start": 0.0, "end": 2.5},
+                                                      {"tag": "a red umbrella", "start": 2.0, "end": 5.0625}]})
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple[int, int]
+    widgets: list = field(default_factory=list)  # widget values in INPUT_TYPES order (seed: value, then control)
+    links: dict = field(default_factory=dict)  # input name -> (source node id, output slot)
+    size: tuple[int, int] = (320, 120)
+    title: str | None = None
+
+
+def slot_types(node_type: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(link inputs [(name, type)], outputs [(name, type)]) of a node type: ours from the pack, natives listed."""
+    native = {
+        "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+        "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
+        "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
+        "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
+        "SaveVideo": ([("video", "VIDEO")], []),
+        "PreviewImage": ([("images", "IMAGE")], []),
+        "UNETLoader": ([], [("MODEL", "MODEL")]),
+        "VAELoader": ([], [("VAE", "VAE")]),
+        "CLIPLoader": ([], [("CLIP", "CLIP")]),
+        "PreviewAny": ([("source", "*")], []),
+    }
+    if node_type in native:
+        return native[node_type]
+    import nodes
+    cls = nodes.NODE_CLASS_MAPPINGS[node_type]
+    widget_types = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+    inputs = []
+    for section in ("required", "optional"):
+        for name, spec in cls.INPUT_TYPES().get(section, {}).items():
+            kind = spec[0]
+            if isinstance(kind, str) and kind not in widget_types:
+                inputs.append((name, kind))
+    return inputs, list(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))
+
+
+def ui_workflow(nodes_: list[Node]) -> dict:
+    """The UI-format workflow ComfyUI's frontend saves and loads."""
+    links, out_links = [], {}
+    for n in nodes_:
+        inputs, _ = slot_types(n.type)
+        names = [name for name, _ in inputs]
+        for name, (src, slot) in n.links.items():
+            src_type = slot_types(next(m.type for m in nodes_ if m.id == src))[1][slot][1]
+            link_id = len(links) + 1
+            links.append([link_id, src, slot, n.id, names.index(name), src_type])
+            out_links.setdefault((src, slot), []).append(link_id)
+    ui_nodes = []
+    link_of = {(l[3], l[4]): l[0] for l in links}
+    for order, n in enumerate(nodes_):
+        inputs, outputs = slot_types(n.type)
+        node = {"id": n.id, "type": n.type, "pos": list(n.pos), "size": list(n.size), "flags": {}, "order": order,
+                "mode": 0,
+                "inputs": [{"name": name, "type": t, "link": link_of.get((n.id, i))} for i, (name, t) in
+                           enumerate(inputs)],
+                "outputs": [{"name": name, "type": t, "links": out_links.get((n.id, i), []), "slot_index": i}
+                            for i, (name, t) in enumerate(outputs)],
+                "properties": {"Node name for S&R": n.type}, "widgets_values": list(n.widgets)}
+        if n.title:
+            node["title"] = n.title
+        ui_nodes.append(node)
+    return {"last_node_id": max(n.id for n in nodes_), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}},
+            "version": 0.4}
+
+
+DEMO = [
+    Node(1, "AlcheMinTDemoModel", (20, 40), ["shipped demo model"], size=(300, 110)),
+    Node(2, "LoadImage", (20, 200), ["alchemint_red_ring.png", "image"], size=(240, 330)),
+    Node(3, "LoadImage", (20, 560), ["alchemint_yellow_star.png", "image"], size=(240, 330)),
+    Node(4, "AlcheMinTReferenceLoader", (300, 200), ["red ring", "transparent area (Load Image)"],
+         {"image": (2, 0), "vae": (1, 1), "clip": (1, 2), "mask": (2, 1)}, size=(300, 170)),
+    Node(5, "AlcheMinTReferenceLoader", (300, 560), ["yellow star", "transparent area (Load Image)"],
+         {"image": (3, 0), "vae": (1, 1), "clip": (1, 2), "mask": (3, 1), "references": (4, 0)}, size=(300, 170)),
+    Node(6, "AlcheMinTIntervalTimeline", (640, 560), [17, 8.0, DEMO_TIMELINE], {"references": (5, 0)},
+         size=(460, 260)),
+    Node(7, "CLIPTextEncode", (640, 40), ["a red ring and a yellow star"], {"clip": (1, 2)}, size=(400, 150)),
+    Node(8, "CLIPTextEncode", (640, 230), [""], {"clip": (1, 2)}, size=(400, 150), title="Negative"),
+    Node(9, "AlcheMinTWeRoPEConditioner", (1140, 40), ["as trained", 1.0, -0.4, 0.0],
+         {"model": (1, 0), "timeline": (6, 0), "positive": (7, 0)}, size=(320, 200)),
+    Node(10, "AlcheMinTMultiCFGGuider", (1140, 280), [2.0, 3.0, 0.0, False], {"negative": (8, 0)},
+         size=(320, 170)),
+    Node(11, "AlcheMinTSampler", (1500, 40), [64, 64, 40, 3.0, 0, "fixed"],
+         {"model": (1, 0), "conditioning": (9, 0), "guider": (10, 0), "preview_vae": (1, 1)}, size=(320, 260)),
+    Node(12, "VAEDecode", (1860, 40), [], {"samples": (11, 0), "vae": (1, 1)}, size=(200, 60)),
+    Node(13, "CreateVideo", (1860, 140), [8.0], {"images": (12, 0)}, size=(240, 80)),
+    Node(14, "SaveVideo", (2140, 40), ["video/alchemint_demo", "auto", "auto"], {"video": (13, 0)},
+         size=(400, 420)),
+    Node(15, "PreviewImage", (1140, 500), [], {"images": (9, 1)}, size=(640, 400), title="Attention plot"),
+]
+
+WORKFLOW_BUILDS = {"alchemint_demo_cpu": DEMO}
+
+
+def write_all() -> list[Path]:
+    out = []
+    for name, nodes_ in WORKFLOW_BUILDS.items():
+        path = WORKFLOWS / f"{name}.json"
+        path.write_text(json.dumps(ui_workflow(nodes_), indent=1) + "\n")
+        out.append(path)
+    return out
+
+
+if __name__ == "__main__":
+    for p in write_all():
+        print(p)
