@@ -15,16 +15,20 @@ function widget(node, name) {
 
 function inputLink(graph, node, name) {
   const slot = node.inputs?.findIndex((i) => i.name === name) ?? -1;
-  if (slot < 0 || node.inputs[slot].link == null) return null;
-  return graph.links?.get?.(node.inputs[slot].link) ?? graph.links?.[node.inputs[slot].link] ?? null;
+  if (slot < 0) return null;
+  if (typeof node.getInputLink === "function") return node.getInputLink(slot) ?? null;
+  const id = node.inputs[slot].link; // older frontends
+  return id == null ? null : graph.links?.get?.(id) ?? graph.links?.[id] ?? null;
 }
 
-/** Tags of the Reference Loader chain wired into `references`, the chain's first loader first. */
+/** Tags of the Reference Loader chain wired into `references`, the chain's first loader first; null when nothing
+ * is wired in (a pasted or not yet connected node keeps its bars as they are). */
 export function subjectTags(node) {
   const graph = node.graph ?? app.graph;
   const tags = [];
   const seen = new Set();
   let link = inputLink(graph, node, "references");
+  if (!link) return null;
   while (link && tags.length <= T.MAX_SUBJECTS) {
     const src = graph.getNodeById(link.origin_id);
     if (!src || seen.has(src.id)) break;
@@ -33,7 +37,7 @@ export function subjectTags(node) {
       tags.push(String(widget(src, "tag")?.value ?? ""));
       link = inputLink(graph, src, "references");
     } else if (src.type === "Reroute" || src.inputs?.length === 1) {
-      link = src.inputs?.[0]?.link != null ? inputLink(graph, src, src.inputs[0].name) : null;
+      link = src.inputs?.length ? inputLink(graph, src, src.inputs[0].name) : null;
     } else break;
   }
   return tags.reverse();
@@ -73,6 +77,7 @@ function setupTimeline(node) {
   }
 
   function sync(force = false) {
+    if (!node.graph) return; // not (or no longer) in a graph: e.g. the copy made while copying to the clipboard
     const c = clip();
     const tags = subjectTags(node);
     const signature = JSON.stringify([tags, c, valueWidget.value]);
@@ -80,6 +85,18 @@ function setupTimeline(node) {
     state.signature = signature;
     if (!c) {
       state.error = "frames must be 4k+1 and fps positive";
+      draw();
+      return;
+    }
+    if (tags === null) {
+      let bars = [];
+      try {
+        bars = T.parseTimeline(valueWidget.value);
+        state.error = null;
+      } catch (err) {
+        state.error = err.message;
+      }
+      state.bars = bars.map((b) => T.clampBar(b, c.frames, c.fps));
       draw();
       return;
     }
@@ -210,10 +227,7 @@ function setupTimeline(node) {
   });
   dom.serialize = false;
 
-  const timer = setInterval(() => {
-    if (!node.graph) return;
-    sync();
-  }, POLL_MS);
+  const timer = setInterval(() => sync(), POLL_MS);
   new ResizeObserver(() => draw()).observe(root);
   const onRemoved = node.onRemoved;
   node.onRemoved = function () {

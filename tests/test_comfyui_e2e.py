@@ -1,0 +1,140 @@
+"""The pack in a real ComfyUI server and its real frontend in headless Chromium (runs when COMFYUI_DIR is set):
+the demo workflow loads with no missing nodes, the timeline bars are dragged with the mouse, the workflow and the
+prompt carry the new intervals, save/reload and copy/paste keep them, and a queued run writes a video — in the
+classic canvas and the Vue node renderer, with the pinned frontend and (COMFYUI_FRONTEND_NEW) the newest."""
+import json
+import time
+
+import pytest
+
+from comfyui_harness import (ComfyServer, api_prompt, close_page, drag, focus_node, frontends, load_workflow,
+                             missing_node_types, open_page)
+from conftest import ROOT
+
+WORKFLOWS = ROOT / "workflows"
+TIMELINE_NODE = 6
+PAD, RULER, ROW, GAP = 8, 22, 22, 4  # web/timeline_logic.js layout()
+
+
+def demo_workflow() -> dict:
+    return json.loads((WORKFLOWS / "alchemint_demo_cpu.json").read_text())
+
+
+def bar_point(page, node_id: int, index: int, seconds: float, duration: float) -> tuple[float, float]:
+    """Client coordinates of time `seconds` on bar `index` of the node's timeline widget."""
+    r = page.evaluate("id => { const c = app.graph.getNodeById(id).alchemintTimeline.canvas; "
+                      "const b = c.getBoundingClientRect(); return [b.x, b.y, b.width, b.height, c.clientWidth, "
+                      "c.clientHeight]; }", node_id)
+    x, y, w, h, cw, ch = r
+    lx = PAD + seconds / duration * (cw - 2 * PAD)
+    ly = PAD + RULER + index * (ROW + GAP) + ROW / 2
+    return x + lx * w / cw, y + ly * h / ch
+
+
+def timeline_value(page, node_id: int = TIMELINE_NODE) -> list[dict]:
+    text = page.evaluate("id => app.graph.getNodeById(id).widgets.find(w => w.name === 'timeline').value", node_id)
+    return json.loads(text)["subjects"]
+
+
+@pytest.fixture(scope="module", params=[name for name, _ in frontends()])
+def server(request):
+    root = dict(frontends())[request.param]
+    with ComfyServer(frontend_root=root) as s:
+        yield s
+
+
+def test_pack_registers_every_node_and_imports_cleanly(server):
+    info = server.object_info()
+    ours = {k for k in info if k.startswith("AlcheMinT")}
+    assert ours == {"AlcheMinTModelLoader", "AlcheMinTDemoModel", "AlcheMinTReferenceLoader",
+                    "AlcheMinTIntervalTimeline", "AlcheMinTWeRoPEConditioner", "AlcheMinTMultiCFGGuider",
+                    "AlcheMinTSampler", "AlcheMinTDatasetCache", "AlcheMinTTrainer", "AlcheMinTEvaluateTiming"}
+    assert all(info[k]["category"].startswith("AlcheMinT") for k in ours)
+    log = server.log()
+    assert "comfyui-alchemint" in log and "IMPORT FAILED" not in log.split("comfyui-alchemint")[0][-200:]
+    templates = server.get("/workflow_templates").get("comfyui-alchemint", [])
+    assert sorted(templates) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["classic", "vue-nodes"])
+def test_drag_bars_save_reload_paste_and_run(server, tmp_path, vue):
+    pw, ctx, page = open_page(server, tmp_path / "profile", vue_nodes=vue)
+    try:
+        load_workflow(page, demo_workflow())
+        assert missing_node_types(page) == []
+        focus_node(page, TIMELINE_NODE)
+        assert timeline_value(page)[0] == {"tag": "red ring", "start": 0, "end": 1}
+        # move the red bar by +0.5 s, then drag the yellow bar's right end from 2.125 s to 1.5 s
+        drag(page, bar_point(page, TIMELINE_NODE, 0, 0.5, 2.125), bar_point(page, TIMELINE_NODE, 0, 1.0, 2.125))
+        drag(page, bar_point(page, TIMELINE_NODE, 1, 2.11, 2.125), bar_point(page, TIMELINE_NODE, 1, 1.45, 2.125))
+        want = [{"tag": "red ring", "start": 0.5, "end": 1.5}, {"tag": "yellow star", "start": 1, "end": 1.5}]
+        assert timeline_value(page) == want
+        prompt = api_prompt(page)
+        assert json.loads(prompt[str(TIMELINE_NODE)]["inputs"]["timeline"])["subjects"] == want
+        saved = page.evaluate("() => app.graph.serialize()")
+        node = next(n for n in saved["nodes"] if n["id"] == TIMELINE_NODE)
+        assert node["widgets_values"][:2] == [17, 8] and json.loads(node["widgets_values"][2])["subjects"] == want
+        # reload the saved workflow: the bars come back from the saved value
+        load_workflow(page, json.loads((WORKFLOWS / "alchemint_demo_cpu.json").read_text()))
+        assert timeline_value(page)[0]["start"] == 0
+        load_workflow(page, saved)
+        assert timeline_value(page) == want
+        bars = page.evaluate("id => app.graph.getNodeById(id).alchemintTimeline.state.bars", TIMELINE_NODE)
+        assert [(b["start"], b["end"]) for b in bars] == [(0.5, 1.5), (1, 1.5)]
+        # copy and paste the node: the copy carries the intervals
+        before = {n["id"] for n in page.evaluate("() => app.graph.serialize().nodes")}
+        page.evaluate("id => { const n = app.graph.getNodeById(id); app.canvas.selectNode(n); "
+                      "app.canvas.copyToClipboard(); app.canvas.pasteFromClipboard(); }", TIMELINE_NODE)
+        page.wait_for_timeout(800)
+        new = [n for n in page.evaluate("() => app.graph.serialize().nodes") if n["id"] not in before]
+        assert len(new) == 1 and json.loads(new[0]["widgets_values"][2])["subjects"] == want
+        page.evaluate("id => app.graph.remove(app.graph.getNodeById(id))", new[0]["id"])
+        # queue it from the page and get a video
+        seed = 11 if vue else 12
+        page.evaluate("s => { const n = app.graph._nodes.find(n => n.type === 'AlcheMinTSampler'); "
+                      "n.widgets.find(w => w.name === 'seed').value = s; "
+                      "n.widgets.find(w => w.name === 'steps').value = 8; }", seed)
+        prompt = api_prompt(page)
+        status, body = server.post_prompt(prompt)
+        assert status == 200, body
+        result = server.wait_history(body["prompt_id"], timeout=300)
+        assert result["status"]["status_str"] == "success", result["status"]
+        videos = [f for o in result["outputs"].values() for f in o.get("images", []) if f["filename"].endswith(".mp4")]
+        assert videos and (server.base / "output" / videos[0]["subfolder"] / videos[0]["filename"]).stat().st_size > 500
+        assert page.errors == []
+    finally:
+        close_page(pw, ctx)
+
+
+def test_server_rejects_a_bad_timeline_with_the_fix(server):
+    prompt = {"1": {"class_type": "AlcheMinTIntervalTimeline", "inputs": {
+        "references": ["2", 0], "frames": 17, "fps": 8.0,
+        "timeline": json.dumps({"version": 1, "subjects": [{"tag": "red ring", "start": 1.5, "end": 0.5}]})}},
+              "2": {"class_type": "AlcheMinTReferenceLoader", "inputs": {"image": ["3", 0], "tag": "red ring",
+                                                                         "vae": ["4", 1], "clip": ["4", 2]}},
+              "3": {"class_type": "LoadImage", "inputs": {"image": "alchemint_red_ring.png"}},
+              "4": {"class_type": "AlcheMinTDemoModel", "inputs": {"checkpoint": "shipped demo model"}},
+              "5": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    status, body = server.post_prompt(prompt)
+    assert status == 400
+    assert "not after start" in json.dumps(body), body
+
+
+def test_interrupted_sampling_stops_within_a_step_and_the_next_run_works(server):
+    wf = json.loads((ROOT / "tests" / "data" / "demo_api_prompt.json").read_text())
+    wf["11"]["inputs"].update(steps=1000, seed=5)
+    status, body = server.post_prompt(wf)
+    assert status == 200, body
+    server.wait_running(body["prompt_id"])
+    time.sleep(3)
+    t0 = time.monotonic()
+    server.interrupt()
+    result = server.wait_history(body["prompt_id"], timeout=60)
+    stopped_after = time.monotonic() - t0
+    assert result["status"]["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in result["status"]["messages"])
+    assert stopped_after < 20  # one demo step is well under a second; this bounds only a hang
+    wf["11"]["inputs"].update(steps=4, seed=6)
+    status, body = server.post_prompt(wf)
+    result = server.wait_history(body["prompt_id"], timeout=120)
+    assert result["status"]["status_str"] == "success"
