@@ -6,7 +6,8 @@ from .models import DemoModel, ModelLoader
 from .references import ReferenceLoader
 from .sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
 from .timeline import IntervalTimeline
-from .training import AdapterTrainer, DatasetCache, EvaluateTiming
+from .evaluation import DemoSubjectMasks, EvaluateTiming
+from .training import AdapterTrainer, DatasetCache
 
 bridge.register_model_folder()
 bridge.install_example_inputs(Path(__file__).resolve().parent.parent / "workflows" / "inputs")
@@ -22,6 +23,7 @@ NODES = {
     "AlcheMinTDatasetCache": (DatasetCache, "AlcheMinT Dataset Cache"),
     "AlcheMinTTrainer": (AdapterTrainer, "AlcheMinT Trainer"),
     "AlcheMinTEvaluateTiming": (EvaluateTiming, "AlcheMinT Evaluate Timing"),
+    "AlcheMinTDemoSubjectMasks": (DemoSubjectMasks, "AlcheMinT Demo Subject Masks"),
 }
 NODE_CLASS_MAPPINGS = {k: cls for k, (cls, _) in NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {k: name for k, (_, name) in NODES.items()}

@@ -143,13 +143,22 @@ def load_on_device(handle: Any) -> Any:
     return mm.get_torch_device()
 
 
+DEMO_DATASET = "alchemint_demo_dataset"
+DEMO_DATASET_SAMPLES = 24
+
+
 def install_example_inputs(source: Path) -> list[Path]:
-    """Copy the example workflows' reference images into ComfyUI's input folder (only those missing there), so
-    Load Image finds them when a user opens an example workflow."""
+    """What the example workflows read from ComfyUI's input folder, added once if missing: the reference images
+    (copied) and a small synthetic training set for the training workflow (generated, ~2 s)."""
     fp = folder_paths()
     if fp is None or not source.is_dir():
         return []
     target = Path(fp.get_input_directory())
+    dataset = target / DEMO_DATASET
+    if not (dataset / "done").exists():
+        from alchemint_core.demo.data import write_demo_dataset
+        write_demo_dataset(dataset, DEMO_DATASET_SAMPLES, seed=99)  # resumable: completes a partial folder
+        (dataset / "done").write_text("")
     copied = []
     for src in sorted(source.glob("*.png")):
         dst = target / src.name

@@ -1,20 +1,17 @@
 """Dataset Cache, Trainer and Evaluate Timing: the training loop and the timing metrics inside ComfyUI."""
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from alchemint_core.cache import CacheConfig, build_cache
 from alchemint_core.demo.pipeline import ENCODERS_FILE
 from alchemint_core.latents import WAN21
-from alchemint_core.metrics import predicted_interval, t_iou, t_l2
 from alchemint_core.native import DemoVAE, TextEncoderAdapter, VideoEncoderAdapter
 from alchemint_core.train_config import TrainConfig, read_config_file
 from alchemint_core.trainer import Trainer as TrainingLoop
@@ -22,12 +19,10 @@ from alchemint_core.trainer import Trainer as TrainingLoop
 from . import bridge
 from .models import CATEGORY
 from .sampling import image_tensor
-from .timeline import Timeline
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NEW_DEMO_MODEL = "new demo-size model (from scratch)"
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "alchemint_core" / "demo" / "configs" / "werope.toml"
-MAX_MASK_TRACKS = 4
 
 
 @dataclass(frozen=True)
@@ -190,53 +185,3 @@ class AdapterTrainer:
         img = image_tensor(Image.open(plot)) if plot.is_file() else torch.zeros(1, 64, 64, 3)
         return {"ui": {"text": [f"{result.steps} steps, last loss {result.last_loss:.4f}: {target}"]},
                 "result": (str(target), img)}
-
-
-
-class EvaluateTiming:
-    DESCRIPTION = ("Timing metrics of a generated video from per-subject mask tracks (e.g. from a segmentation "
-                   "node): t-IOU and t-L2 of each subject's detected interval against the requested one.")
-    CATEGORY = f"{CATEGORY}/evaluation"
-    RETURN_TYPES = ("FLOAT", "FLOAT", "STRING")
-    RETURN_NAMES = ("t_iou", "t_l2", "report")
-    OUTPUT_TOOLTIPS = ("Mean temporal IoU over subjects (1 = exact).", "Mean normalised start/end distance "
-                       "(0 = exact).", "Per-subject results as JSON.")
-    OUTPUT_NODE = True
-    FUNCTION = "evaluate"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        masks = {f"masks_{i}": ("MASK", {"tooltip": f"Mask track of subject {i} (one mask per frame)."})
-                 for i in range(2, MAX_MASK_TRACKS + 1)}
-        return {"required": {
-            "timeline": ("ALCHEMINT_TIMELINE", {"tooltip": "The requested intervals (the timeline the video was "
-                                                           "made with)."}),
-            "masks_1": ("MASK", {"tooltip": "Mask track of subject 1: [frames, H, W], 1 where it is visible."}),
-            "min_area": ("FLOAT", {"default": 0.002, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": "A subject "
-                                   "is present in a frame when its mask covers more than this fraction of it."}),
-        }, "optional": masks}
-
-    def evaluate(self, timeline: Timeline, masks_1, min_area, **more):
-        tracks = [masks_1] + [more.get(f"masks_{i}") for i in range(2, MAX_MASK_TRACKS + 1)]
-        tracks = [t for t in tracks if t is not None]
-        if len(tracks) != len(timeline.bars):
-            raise ValueError(f"Evaluate Timing: {len(tracks)} mask tracks for {len(timeline.bars)} subjects; connect "
-                             "masks_1..masks_N in the timeline's subject order")
-        duration = timeline.frames / timeline.fps
-        rows = []
-        for i, (bar, track) in enumerate(zip(timeline.bars, tracks)):
-            m = track.detach().float().cpu().numpy() if isinstance(track, torch.Tensor) else np.asarray(track, float)
-            if m.ndim == 2:
-                m = m[None]
-            if m.ndim != 3 or len(m) != timeline.frames:
-                raise ValueError(f"Evaluate Timing: masks_{i + 1} has shape {list(m.shape)}; give one mask per frame "
-                                 f"({timeline.frames} frames)")
-            present = np.nan_to_num(m).reshape(len(m), -1).mean(1) > min_area
-            pred = predicted_interval(present, timeline.fps)
-            req = (bar.start, bar.end)
-            rows.append({"tag": bar.tag, "requested": list(req), "detected": list(pred) if pred else None,
-                         "t_iou": t_iou(pred, req), "t_l2": t_l2(pred, req, duration)})
-        iou = float(np.mean([r["t_iou"] for r in rows]))
-        l2 = float(np.mean([r["t_l2"] for r in rows]))
-        report = json.dumps({"t_iou": iou, "t_l2": l2, "subjects": rows}, indent=1)
-        return {"ui": {"text": [f"t-IOU {iou:.3f}, t-L2 {l2:.3f}"]}, "result": (iou, l2, report)}

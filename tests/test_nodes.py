@@ -19,7 +19,8 @@ from nodes.models import DemoModel
 from nodes.references import MASK_MEANINGS, ReferenceLoader
 from nodes.sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
 from nodes.timeline import IntervalTimeline
-from nodes.training import AdapterTrainer, DatasetCache, EvaluateTiming
+from nodes.evaluation import DemoSubjectMasks, EvaluateTiming
+from nodes.training import AdapterTrainer, DatasetCache
 from training_fixtures import write_dataset
 
 DEMO_SIZED = ac.WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_dim=16, out_dim=16, text_dim=64,
@@ -84,7 +85,7 @@ TWO_BARS = json.dumps({"version": 1, "subjects": [{"tag": "red ring", "start": 0
 
 
 def test_every_node_is_prefixed_categorised_and_has_tooltips():
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 10
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 11
     for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("AlcheMinT") and nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("AlcheMinT ")
         assert cls.CATEGORY.startswith("AlcheMinT") and hasattr(cls, cls.FUNCTION) and cls.DESCRIPTION
@@ -246,3 +247,22 @@ def test_dataset_cache_and_trainer_nodes_train_a_model_the_demo_node_loads(demo,
     assert "node_run.safetensors" in bridge.list_files(bridge.MODEL_FOLDER)
     trained, _, _ = DemoModel().load("node_run.safetensors")
     assert trained.model.alchemint.cfg.rope_mode == "avg"
+
+
+def test_demo_subject_masks_find_ground_truth_intervals(demo):
+    from alchemint_core.synthetic import random_video
+    model, vae, clip = demo
+    video = random_video(np.random.default_rng(4), "test", 17, 64, 64)
+    refs = None
+    for s in video.subjects:
+        image, mask = load_image_outputs(*reference(s.appearance.colour, s.appearance.shape))
+        refs, = ReferenceLoader().load(image, s.appearance.tag, vae, clip, mask, references=refs)
+    bars = json.dumps({"version": 1, "subjects": [{"tag": s.appearance.tag, "start": s.first / 8,
+                                                   "end": (s.last + 1) / 8} for s in video.subjects]})
+    timeline, = IntervalTimeline().build(refs, 17, 8.0, bars)
+    tracks = DemoSubjectMasks().detect(torch.from_numpy(video.frames).float() / 255, timeline)
+    assert len(tracks) == 4 and all(t.shape == (17, 64, 64) for t in tracks)
+    assert all(not t.any() for t in tracks[len(video.subjects):])
+    connected = {f"masks_{i + 1}": t for i, t in enumerate(tracks[1:len(video.subjects)], start=1)}
+    iou, l2, _ = EvaluateTiming().evaluate(timeline, tracks[0], 0.002, **connected)["result"]
+    assert iou == pytest.approx(1.0) and l2 == pytest.approx(0.0)

@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 DEMO_TIMELINE = json.dumps({"version": 1, "subjects": [{"tag": "red ring", "start": 0.0, "end": 1.0},
                                                        {"tag": "yellow star", "start": 1.0, "end": 2.125}]})
-WAN_TIMELINE = json.dumps({"version": 1, "subjects": [{"tag": "the dog", "start": 0.0, "end": 2.5},
-                                                      {"tag": "a red umbrella", "start": 2.0, "end": 5.0625}]})
+WAN_TIMELINE = json.dumps({"version": 1, "subjects": [{"tag": "blue cross", "start": 0.0, "end": 2.5},
+                                                      {"tag": "green triangle", "start": 2.0, "end": 5.0625}]})
 
 
 @dataclass
@@ -40,7 +40,6 @@ def slot_types(node_type: str) -> tuple[list[tuple[str, str]], list[tuple[str, s
         "CreateVideo": ([("images", "IMAGE"), ("audio", "AUDIO")], [("VIDEO", "VIDEO")]),
         "SaveVideo": ([("video", "VIDEO")], []),
         "PreviewImage": ([("images", "IMAGE")], []),
-        "UNETLoader": ([], [("MODEL", "MODEL")]),
         "VAELoader": ([], [("VAE", "VAE")]),
         "CLIPLoader": ([], [("CLIP", "CLIP")]),
         "PreviewAny": ([("source", "*")], []),
@@ -114,7 +113,63 @@ DEMO = [
     Node(15, "PreviewImage", (1140, 500), [], {"images": (9, 1)}, size=(640, 400), title="Attention plot"),
 ]
 
-WORKFLOW_BUILDS = {"alchemint_demo_cpu": DEMO}
+def demo_generation() -> list[Node]:
+    """The demo workflow up to VAE Decode (copies, so each workflow owns its nodes)."""
+    return [Node(n.id, n.type, n.pos, list(n.widgets), dict(n.links), n.size, n.title) for n in DEMO[:12]]
+
+
+EVALUATE = demo_generation() + [
+    Node(13, "AlcheMinTDemoSubjectMasks", (1860, 160), [], {"images": (12, 0), "timeline": (6, 0)}, size=(280, 140)),
+    Node(14, "AlcheMinTEvaluateTiming", (2180, 40), [0.002], {"timeline": (6, 0), "masks_1": (13, 0),
+                                                              "masks_2": (13, 1)}, size=(300, 200)),
+    Node(15, "PreviewAny", (2520, 40), [], {"source": (14, 2)}, size=(420, 420), title="Timing report"),
+    Node(16, "PreviewImage", (1860, 360), [], {"images": (12, 0)}, size=(600, 300), title="Generated frames"),
+]
+
+TRAIN = [
+    Node(1, "AlcheMinTDemoModel", (20, 40), ["shipped demo model"], size=(300, 110)),
+    Node(2, "AlcheMinTDatasetCache", (360, 40), ["alchemint_demo_dataset", "alchemint_demo_cache", 17, 0, 0, 2, 0],
+         {"vae": (1, 1), "clip": (1, 2)}, size=(340, 260)),
+    Node(3, "AlcheMinTTrainer", (740, 40), ["new demo-size model (from scratch)", "full", "my_demo_model", 200, 4,
+                                            5e-4, 0, "werope", False, True, 0], {"cache": (2, 0)}, size=(360, 380)),
+    Node(4, "PreviewImage", (1140, 40), [], {"images": (3, 1)}, size=(640, 400), title="Loss"),
+    Node(5, "PreviewAny", (1140, 480), [], {"source": (3, 0)}, size=(420, 120), title="Trained file"),
+]
+
+WAN = [
+    Node(1, "AlcheMinTModelLoader", (20, 40), ["wan2.1_t2v_1.3B_fp16.safetensors",
+                                               "alchemint_wan2.1_t2v_1.3B.safetensors", "default"], size=(340, 130)),
+    Node(2, "VAELoader", (20, 210), ["wan_2.1_vae.safetensors"], size=(340, 60)),
+    Node(3, "CLIPLoader", (20, 310), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"], size=(340, 110)),
+    Node(4, "LoadImage", (20, 460), ["alchemint_blue_cross.png", "image"], size=(240, 330)),
+    Node(5, "LoadImage", (20, 820), ["alchemint_green_triangle.png", "image"], size=(240, 330)),
+    Node(6, "AlcheMinTReferenceLoader", (300, 460), ["blue cross", "transparent area (Load Image)"],
+         {"image": (4, 0), "vae": (2, 0), "clip": (3, 0), "mask": (4, 1)}, size=(300, 170)),
+    Node(7, "AlcheMinTReferenceLoader", (300, 820), ["green triangle", "transparent area (Load Image)"],
+         {"image": (5, 0), "vae": (2, 0), "clip": (3, 0), "mask": (5, 1), "references": (6, 0)}, size=(300, 170)),
+    Node(8, "AlcheMinTIntervalTimeline", (640, 820), [81, 16.0, WAN_TIMELINE], {"references": (7, 0)},
+         size=(460, 260)),
+    Node(9, "CLIPTextEncode", (640, 40), ["a blue cross floats over a meadow, then a green triangle spins in"],
+         {"clip": (3, 0)}, size=(400, 150)),
+    Node(10, "CLIPTextEncode", (640, 230), ["blurry, static, low quality"], {"clip": (3, 0)}, size=(400, 150),
+         title="Negative"),
+    Node(11, "AlcheMinTWeRoPEConditioner", (1140, 40), ["as trained", 1.0, -0.4, 0.0],
+         {"model": (1, 0), "timeline": (8, 0), "positive": (9, 0)}, size=(320, 200)),
+    Node(12, "AlcheMinTMultiCFGGuider", (1140, 280), [2.0, 5.0, 0.0, False], {"negative": (10, 0)}, size=(320, 170)),
+    Node(13, "AlcheMinTSampler", (1500, 40), [832, 480, 40, 5.66, 0, "fixed"],
+         {"model": (1, 0), "conditioning": (11, 0), "guider": (12, 0)}, size=(320, 260)),
+    Node(14, "VAEDecode", (1860, 40), [], {"samples": (13, 0), "vae": (2, 0)}, size=(200, 60)),
+    Node(15, "CreateVideo", (1860, 140), [16.0], {"images": (14, 0)}, size=(240, 80)),
+    Node(16, "SaveVideo", (2140, 40), ["video/alchemint_wan", "auto", "auto"], {"video": (15, 0)}, size=(400, 420)),
+    Node(17, "PreviewImage", (1140, 500), [], {"images": (11, 1)}, size=(640, 400), title="Attention plot"),
+]
+
+WORKFLOW_BUILDS = {"alchemint_demo_cpu": DEMO, "alchemint_wan21_1.3B_two_subjects": WAN,
+                   "alchemint_train_demo_model": TRAIN, "alchemint_timing_evaluation": EVALUATE}
+# Files the Wan workflow names (placeholders are enough for /prompt validation in the tests).
+WAN_MODEL_FILES = {"diffusion_models": ["wan2.1_t2v_1.3B_fp16.safetensors"],
+                   "alchemint": ["alchemint_wan2.1_t2v_1.3B.safetensors"], "vae": ["wan_2.1_vae.safetensors"],
+                   "text_encoders": ["umt5_xxl_fp8_e4m3fn_scaled.safetensors"]}
 
 
 def write_all() -> list[Path]:

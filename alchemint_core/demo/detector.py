@@ -137,3 +137,13 @@ class SubjectDetector:
             shape_seen[f] = bool(with_shape)
             colour_right[f] = colour in with_shape
         return Detection(present, shape_right, colour_right, shape_seen)
+
+
+def colour_track(frames: np.ndarray, colour: str) -> np.ndarray:
+    """bool [N, H, W]: the pixels of one palette colour in each frame, emptied in frames where they cover less than
+    MIN_AREA (the detector's presence rule), so a track's non-empty frames are the frames it detects."""
+    if colour not in PALETTE_HUES:
+        raise ValueError(f"colour '{colour}' is not one of the demo's ({', '.join(PALETTE_HUES)})")
+    track = np.stack([colour_masks(f)[colour] for f in frames])
+    track[track.reshape(len(track), -1).mean(1) < MIN_AREA] = False
+    return track
