@@ -173,11 +173,23 @@ class AdapterTrainer:
         except ValueError as err:
             raise ValueError(f"Trainer: {err}") from None
         progress = bridge.Progress(steps)
+        cancelled = []  # ComfyUI's progress hook raises on Cancel: keep the exception, stop after a checkpoint
+
+        def on_step(step, total, loss):
+            try:
+                progress.update(step)
+            except Exception as err:  # noqa: BLE001 - only ComfyUI's interruption is kept, the rest re-raised
+                if type(err).__name__ != "InterruptProcessingException":
+                    raise
+                cancelled.append(err)
+
         # ComfyUI runs nodes in inference mode; training needs autograd.
         with torch.inference_mode(False), torch.enable_grad():
-            result = TrainingLoop(cfg, resume=resume, show_bar=False, should_stop=bridge.interrupted,
-                              progress=lambda step, total, loss: progress.update(step)).run()
-        bridge.check_interrupted()  # stopped by Cancel: the checkpoint is written, report the interruption
+            result = TrainingLoop(cfg, resume=resume, show_bar=False, progress=on_step,
+                                  should_stop=lambda: bool(cancelled) or bridge.interrupted()).run()
+        if cancelled:
+            raise cancelled[0]  # stopped by Cancel: the checkpoint is written, report the interruption
+        bridge.check_interrupted()
         target = bridge.output_folder(bridge.MODEL_FOLDER) / f"{name}.safetensors"
         shutil.copyfile(result.output, target.with_suffix(".tmp"))
         target.with_suffix(".tmp").replace(target)

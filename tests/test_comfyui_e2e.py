@@ -184,3 +184,58 @@ def test_committed_workflows_are_what_the_builder_makes():
     for name, nodes_ in WORKFLOW_BUILDS.items():
         assert json.loads((WORKFLOWS / f"{name}.json").read_text()) == ui_workflow(nodes_), name
         assert (WORKFLOWS / f"{name}.jpg").is_file(), f"{name}.jpg thumbnail missing"
+
+
+def test_comfyui_model_management_loads_and_frees_the_model(pinned_server):
+    server = pinned_server
+    wf = json.loads((ROOT / "tests" / "data" / "demo_api_prompt.json").read_text())
+    loads = lambda: server.log().count("Requested to load WanModel")  # noqa: E731
+    for seed in (21, 22):
+        wf["11"]["inputs"].update(steps=2, seed=seed)
+        status, body = server.post_prompt(wf)
+        assert server.wait_history(body["prompt_id"], 120)["status"]["status_str"] == "success"
+    before = loads()
+    wf["11"]["inputs"].update(seed=23)
+    status, body = server.post_prompt(wf)
+    server.wait_history(body["prompt_id"], 120)
+    assert loads() == before  # still loaded: not loaded again
+    assert server.post("/free", {"unload_models": True, "free_memory": True})[0] == 200
+    time.sleep(2)
+    wf["11"]["inputs"].update(seed=24)
+    status, body = server.post_prompt(wf)
+    assert server.wait_history(body["prompt_id"], 120)["status"]["status_str"] == "success"
+    assert loads() == before + 1  # ComfyUI unloaded it when asked, and loaded it again for the next run
+
+
+def test_trainer_node_stops_on_cancel_after_a_checkpoint_and_resumes(pinned_server):
+    server = pinned_server
+    prompt = {"1": {"class_type": "AlcheMinTDemoModel", "inputs": {"checkpoint": "shipped demo model"}},
+              "2": {"class_type": "AlcheMinTDatasetCache", "inputs": {
+                  "dataset": "alchemint_demo_dataset", "vae": ["1", 1], "clip": ["1", 2], "cache_name": "e2e_cache",
+                  "frames": 17, "width": 0, "height": 0, "reference_variants": 2, "seed": 0}},
+              "3": {"class_type": "AlcheMinTTrainer", "inputs": {
+                  "cache": ["2", 0], "base": "new demo-size model (from scratch)", "mode": "full",
+                  "output_name": "e2e_model", "steps": 100000, "batch_size": 2, "learning_rate": 5e-4,
+                  "lora_rank": 0, "rope_mode": "werope", "gradient_checkpointing": False, "resume": True,
+                  "seed": 0}}}
+    status, body = server.post_prompt(prompt)
+    assert status == 200, body
+    server.wait_running(body["prompt_id"])
+    run_dir = server.base / "output" / "alchemint" / "runs" / "e2e_model"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)
+    server.interrupt()
+    result = server.wait_history(body["prompt_id"], 120)
+    assert any(m[0] == "execution_interrupted" for m in result["status"]["messages"])
+    ckpts = sorted((run_dir / "checkpoints").glob("ckpt-*.safetensors"))
+    assert ckpts, "Cancel must leave a checkpoint"
+    stopped_at = int(ckpts[-1].stem.split("-")[1])
+    prompt["3"]["inputs"]["steps"] = stopped_at + 2  # resume and finish two more steps
+    status, body = server.post_prompt(prompt)
+    result = server.wait_history(body["prompt_id"], 300)
+    assert result["status"]["status_str"] == "success", result["status"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == stopped_at + 2 and not summary["interrupted"]
+    assert (server.base / "models" / "alchemint" / "e2e_model.safetensors").is_file()
