@@ -199,7 +199,7 @@ def test_sampler_and_guider_reject_bad_settings(demo):
 
 
 def test_model_files_resolve_only_inside_their_folders(folders):
-    assert bridge.list_files(bridge.MODEL_FOLDER) == ["tiny_demo.safetensors"]
+    assert "tiny_demo.safetensors" in bridge.list_files(bridge.MODEL_FOLDER)
     for name in ("../tiny_demo.safetensors", "/etc/passwd", "a/../../x.safetensors", ""):
         with pytest.raises(ValueError, match="models/alchemint"):
             bridge.resolve(bridge.MODEL_FOLDER, name, "test")
@@ -266,3 +266,25 @@ def test_demo_subject_masks_find_ground_truth_intervals(demo):
     connected = {f"masks_{i + 1}": t for i, t in enumerate(tracks[1:len(video.subjects)], start=1)}
     iou, l2, _ = EvaluateTiming().evaluate(timeline, tracks[0], 0.002, **connected)["result"]
     assert iou == pytest.approx(1.0) and l2 == pytest.approx(0.0)
+
+
+def test_model_loader_loads_a_wan_file_with_an_adapter_from_the_model_folders(folders):
+    from alchemint_core.loading import save_adapter
+    from nodes.models import NO_ADAPTER, ModelLoader
+    base = randomize(ac.WanModel(DEMO_SIZED), seed=5).eval()
+    save_model(base, folders / "models" / "diffusion_models" / "wan_tiny.safetensors", with_adapter=False)
+    with_adapter = randomize(ac.WanModel(DEMO_SIZED, ac.AdapterConfig(max_refs=2, rope_mode="mid")), seed=5)
+    save_adapter(with_adapter, folders / "models" / "alchemint" / "tiny_adapter.safetensors")
+    inputs = ModelLoader.INPUT_TYPES()["required"]
+    assert "wan_tiny.safetensors" in inputs["base"][0] and "tiny_adapter.safetensors" in inputs["adapter"][0]
+    handle, = ModelLoader().load("wan_tiny.safetensors", "tiny_adapter.safetensors", "fp16")
+    assert handle.max_refs == 2 and handle.model.alchemint.cfg.rope_mode == "mid"
+    assert handle.model.blocks[0].self_attn.q.weight.dtype == torch.float16
+    torch.testing.assert_close(handle.model.alchemint.ref_index_embedding.float(),
+                               with_adapter.alchemint.ref_index_embedding.float(), atol=1e-3, rtol=1e-3)
+    plain, = ModelLoader().load("wan_tiny.safetensors", NO_ADAPTER, "default")
+    assert plain.model.alchemint is None and plain.max_refs == 0
+    with pytest.raises(ValueError, match="not in models/diffusion_models"):
+        ModelLoader().load("nope.safetensors", NO_ADAPTER, "default")
+    with pytest.raises(ValueError, match="dtype 'int4'"):
+        ModelLoader().load("wan_tiny.safetensors", NO_ADAPTER, "int4")
