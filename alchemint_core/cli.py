@@ -146,8 +146,8 @@ def cmd_demo(args) -> int:
 def cmd_evaluate(args) -> int:
     import time
 
-    from .demo.evaluate import (ABLATIONS, heldout_prompts, load_detector, load_prompts, markdown_table, score,
-                                validate_detector, write_results)
+    from .demo.evaluate import (ABLATIONS, always_present, heldout_prompts, load_detector, load_prompts,
+                                markdown_table, score, validate_detector, write_results)
     from .demo.pipeline import ENCODERS_FILE, MODEL_FILE, DemoPipeline
     torch.set_num_threads(args.threads or torch.get_num_threads())
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed)
@@ -158,7 +158,8 @@ def cmd_evaluate(args) -> int:
     models = [tuple(m.split("=", 1)) for m in args.model] if args.model else [("shipped", str(MODEL_FILE))]
     if not args.model and not args.no_ablations:
         models += [(name, str(path)) for name, path in ABLATIONS.items() if path.is_file()]
-    rows = []
+    rows = [always_present(prompts)]
+    print(markdown_table(rows), flush=True)
     for name, path in models:
         pipe = DemoPipeline(path, args.encoders or ENCODERS_FILE)
         rows.append(score(pipe, prompts, detector, name, steps=args.steps, timing_in_prompt=name == "prompt-only"))

@@ -63,3 +63,11 @@ def test_subject_option_parses(text, expect):
 def test_bad_subject_options_explain_the_format(bad):
     with pytest.raises(ValueError, match="TAG:START-END"):
         parse_subject(bad)
+
+
+def test_always_present_baseline_scores_the_interval_lengths():
+    from alchemint_core.demo.evaluate import Prompt, PromptSubject, always_present, markdown_table
+    prompts = [Prompt([PromptSubject("red star", 0.0, 17 / 8)], 0), Prompt([PromptSubject("cyan ring", 0.5, 1.0)], 1)]
+    row = always_present(prompts)
+    assert row.t_iou[0] == pytest.approx((1.0 + 0.5 / (17 / 8)) / 2) and row.subjects == 2
+    assert "| always present (no model) |" in markdown_table([row]) and "nan" not in markdown_table([row])

@@ -149,13 +149,25 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
                   float(np.mean(times)), len(ious))
 
 
+def always_present(prompts: list[Prompt]) -> Scores:
+    """The trivial baseline: every subject present in every frame (no model). Shows how much of a t-IOU comes from
+    the interval lengths alone."""
+    duration = FRAMES / FPS
+    whole = (0.0, duration)
+    reqs = [(s.start, s.end) for p in prompts for s in p.subjects]
+    return Scores("always present (no model)", mean_ci([t_iou(whole, r) for r in reqs]),
+                  mean_ci([t_l2(whole, r, duration) for r in reqs]), math.nan, math.nan, math.nan, 0.0, len(reqs))
+
+
 def markdown_table(rows: list[Scores]) -> str:
     lines = ["| model | t-IOU (95% CI) | t-L2 (95% CI) | shape right | colour right | length corr. | s / video |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
+        pct = lambda v: "–" if math.isnan(v) else f"{v:.1%}"  # noqa: E731
+        num = lambda v, f: "–" if math.isnan(v) or not v else format(v, f)  # noqa: E731
         lines.append(f"| {r.name} | {r.t_iou[0]:.3f} ({r.t_iou[1]:.3f}-{r.t_iou[2]:.3f}) | {r.t_l2[0]:.3f} "
-                     f"({r.t_l2[1]:.3f}-{r.t_l2[2]:.3f}) | {r.shape_accuracy:.1%} | {r.colour_accuracy:.1%} | "
-                     f"{r.length_correlation:.2f} | {r.seconds_per_video:.2f} |")
+                     f"({r.t_l2[1]:.3f}-{r.t_l2[2]:.3f}) | {pct(r.shape_accuracy)} | {pct(r.colour_accuracy)} | "
+                     f"{num(r.length_correlation, '.2f')} | {num(r.seconds_per_video, '.2f')} |")
     return "\n".join(lines)
 
 
