@@ -158,11 +158,13 @@ def cmd_evaluate(args) -> int:
     models = [tuple(m.split("=", 1)) for m in args.model] if args.model else [("shipped", str(MODEL_FILE))]
     if not args.model and not args.no_ablations:
         models += [(name, str(path)) for name, path in ABLATIONS.items() if path.is_file()]
+    overrides = {k: v for k, v in (("w_edge", args.w_edge), ("edge_offset", args.edge_offset)) if v is not None}
     rows = [always_present(prompts)]
     print(markdown_table(rows), flush=True)
     for name, path in models:
         pipe = DemoPipeline(path, args.encoders or ENCODERS_FILE)
-        rows.append(score(pipe, prompts, detector, name, steps=args.steps, timing_in_prompt=name == "prompt-only"))
+        rows.append(score(pipe, prompts, detector, name, steps=args.steps, timing_in_prompt=name == "prompt-only",
+                          rope_overrides=overrides or None))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         if name == "shipped" and not args.no_ablations:
             rows.append(score(pipe, prompts, detector, "shipped, wrong reference", steps=args.steps,
@@ -216,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoders", help="demo-encoders file (default: the shipped one)")
     ev.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
     ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
+    ev.add_argument("--w-edge", type=float, help="override WeRoPE's edge weight at sampling (werope models; a sweep)")
+    ev.add_argument("--edge-offset", type=float, help="override WeRoPE's edge offset in latent frames at sampling")
     ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     ev.set_defaults(func=cmd_evaluate)

@@ -52,3 +52,13 @@ def test_demo_bad_options_fail_with_the_fix_and_write_nothing(tmp_path, args, me
     r = demo("--out", "x.gif", *args, tmp_path=tmp_path)
     assert r.returncode != 0 and re.search(message, r.stderr), r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "x.gif").exists()
+
+
+def test_rope_overrides_at_sampling_change_the_video_and_werope_without_edges_is_mid():
+    from alchemint_core.demo.pipeline import DemoPipeline, Subject
+    pipe = DemoPipeline()
+    subjects = [Subject("red ring", 0.0, 1.0), Subject("blue star", 1.0, 2.1)]
+    run = lambda **kw: pipe.generate(subjects, seed=1, steps=3, **kw).frames  # noqa: E731
+    no_edges = run(mode="werope", rope_overrides={"w_edge": 0.0, "w_mid": 1.0})
+    assert np.array_equal(no_edges, run(mode="mid"))
+    assert not np.array_equal(run(mode="werope", rope_overrides={"w_edge": -0.25}), run(mode="werope"))

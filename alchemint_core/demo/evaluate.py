@@ -37,7 +37,7 @@ class Prompt:
     seed: int
 
 
-def test_interval(rng: np.random.Generator, frames: int) -> tuple[int, int]:
+def heldout_interval(rng: np.random.Generator, frames: int) -> tuple[int, int]:
     """First/last frame of a held-out interval: 4 to ~70% of the clip's frames, never the whole clip, so a model
     that draws every subject all the time scores low (about 0.45 t-IOU) and timing has to be followed."""
     length = int(rng.integers(4, max(5, round(0.7 * frames)) + 1))
@@ -53,7 +53,7 @@ def heldout_prompts(count: int = 100, seed: int = 1234, frames: int = FRAMES, fp
         k = min(int(rng.integers(1, 3)), count - n)
         subjects = []
         for a in pick_appearances(rng, appearances("test"), k):
-            first, last = test_interval(rng, frames)
+            first, last = heldout_interval(rng, frames)
             subjects.append(PromptSubject(a.tag, first / fps, (last + 1) / fps))
         prompts.append(Prompt(subjects, int(rng.integers(0, 2 ** 31))))
         n += k
@@ -119,7 +119,8 @@ class Scores:
 
 
 def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
-          wrong_reference: bool = False, steps: int = 40, timing_in_prompt: bool = False) -> Scores:
+          wrong_reference: bool = False, steps: int = 40, timing_in_prompt: bool = False,
+          rope_overrides: dict | None = None) -> Scores:
     """Generate every prompt and score it. wrong_reference: each subject gets the reference image of another
     held-out appearance (tags unchanged): the baseline that shows identity comes from the references.
     timing_in_prompt: write the intervals into the caption, as the prompt-only ablation was trained."""
@@ -138,7 +139,7 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
                 s.image, s.mask = pipe.reference(Subject(alt.tag, 0, 1), p.seed)
         prompt = (" and ".join(f"a {s.tag} from {s.start:.1f} s to {s.end:.1f} s" for s in subjects)
                   if timing_in_prompt else None)
-        result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, mode=mode)
+        result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, mode=mode, rope_overrides=rope_overrides)
         times.append(result.seconds)
         for s in p.subjects:
             a = appearance_of(s.tag)

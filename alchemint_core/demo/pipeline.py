@@ -105,9 +105,11 @@ class DemoPipeline:
     def generate(self, subjects: list[Subject], prompt: str | None = None, seed: int = 0,
                  steps: int = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, mode: str | None = None,
                  frames: int = FRAMES, fps: float = FPS, guidance: Guidance = DEFAULT_GUIDANCE,
-                 callback: StepCallback | None = None) -> DemoResult:
+                 callback: StepCallback | None = None, rope_overrides: dict | None = None) -> DemoResult:
+        """rope_overrides: TemporalRope fields (w_mid, w_edge, edge_offset) replacing the trained ones."""
         prompt = prompt or " and ".join(f"a {s.tag}" for s in subjects) or "an empty scene"
-        rope = replace(self.model.alchemint.temporal_rope, mode=mode) if mode else None
+        changes = {**({"mode": mode} if mode else {}), **(rope_overrides or {})}
+        rope = replace(self.model.alchemint.temporal_rope, **changes) if changes else None
         t0 = time.perf_counter()
         refs = [self.reference(s, seed) for s in subjects]
         positive, positive_mask = self.text(prompt)
