@@ -127,9 +127,14 @@ def encode_clip(clip, video_encoder: VideoEncoder, text_encoder: TextEncoder, au
 
 def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: TextEncoder, cfg: CacheConfig,
                 encoder_id: str, augment: ReferenceAugment | None = None,
-                progress: Callable[[int, int, str], None] | None = None) -> CacheReport:
+                progress: Callable[[int, int, str], None] | None = None,
+                part: tuple[int, int] | None = None) -> CacheReport:
     """Encode every sample under data_root into out_dir. encoder_id names the encoder pair; a cache made with
-    other encoders or settings is refused rather than mixed."""
+    other encoders or settings is refused rather than mixed.
+
+    part=(i, n) encodes only every n-th sample from the i-th and writes shards but no manifest, so n processes can
+    share a build; a final call without `part` adopts their shards (seeds depend on the sample's index only, so
+    the result equals a one-process build)."""
     out = Path(out_dir)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     samples = list_samples(data_root)
@@ -151,7 +156,11 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
     report = CacheReport()
     total = len(samples) * cfg.clips_per_sample
     last_write = time.monotonic()
+    if part is not None and not (isinstance(part[1], int) and part[1] >= 1 and 0 <= part[0] < part[1]):
+        raise ValueError(f"part {part!r} must be (i, n) with 0 <= i < n")
     for s_idx, folder in enumerate(samples):
+        if part is not None and s_idx % part[1] != part[0]:
+            continue
         sample = None
         for c_idx in range(cfg.clips_per_sample):
             name = f"{folder.name}#{c_idx}"
@@ -172,12 +181,13 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
             tensors, meta = encode_clip(clip, video_encoder, text_encoder, augment, aug_seed, cfg.torch_dtype())
             save_safetensors(tensors, shard, meta)
             manifest["clips"][name] = {"file": f"shards/{shard.name}", "entities": len(clip.entities)}
-            if time.monotonic() - last_write > MANIFEST_EVERY_S:
+            if part is None and time.monotonic() - last_write > MANIFEST_EVERY_S:
                 write_manifest(out, manifest)
                 last_write = time.monotonic()
             report.encoded.append(name)
             if progress:
                 progress(len(report.encoded) + len(report.skipped), total, name)
-    write_manifest(out, manifest)
+    if part is None:
+        write_manifest(out, manifest)
     return report
 

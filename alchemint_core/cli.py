@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,6 +78,16 @@ def cmd_train(args) -> int:
     return 0
 
 
+def parse_part(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--part {text!r} must look like I/N, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise SystemExit(f"--part {text!r}: I must be in 0..N-1")
+    return i, n
+
+
 def cmd_cache(args) -> int:
     from tqdm import tqdm
 
@@ -93,7 +105,26 @@ def cmd_cache(args) -> int:
         bar.set_postfix_str(name)
         bar.refresh()
 
-    report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}", progress=progress)
+    workers = []
+    if args.part is None and args.workers > 1:  # the other parts in child processes, part 0 here, then adopt all
+        torch.set_num_threads(1)
+        argv = ["cache", "--data", str(args.data), "--out", str(args.out), "--encoders", str(args.encoders),
+                "--frames", str(args.frames), "--clips-per-sample", str(args.clips_per_sample),
+                "--ref-variants", str(args.ref_variants), "--seed", str(args.seed),
+                "--threshold", repr(args.threshold), "--dtype", args.dtype]
+        argv += ["--height", str(args.height), "--width", str(args.width)] if args.height and args.width else []
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        workers = [subprocess.Popen([sys.executable, "-m", "alchemint_core", *argv, "--part", f"{i}/{args.workers}"],
+                                    env=env, stdout=subprocess.DEVNULL) for i in range(1, args.workers)]
+    part = parse_part(args.part) if args.part else ((0, args.workers) if workers else None)
+    report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}", progress=progress,
+                         part=part)
+    failed = [i + 1 for i, w in enumerate(workers) if w.wait() != 0]
+    if failed:
+        raise SystemExit(f"cache: worker part(s) {failed} failed (their error is printed above); run the same command "
+                         f"again to resume")
+    if workers:  # adopt every part's shards and write the manifest
+        report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}")
     bar.close()
     print(f"encoded {len(report.encoded)} clips, skipped {len(report.skipped)} already in {args.out}")
     return 0
@@ -272,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of a frame a mask must cover for the subject to count as present")
     cache.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                        help="storage dtype of cached tensors")
+    cache.add_argument("--workers", type=int, default=1,
+                       help="encode with this many processes (one per core); the result equals a one-process build")
+    cache.add_argument("--part", help=argparse.SUPPRESS)  # I/N: one worker's share, shards only
     cache.set_defaults(func=cmd_cache)
 
     enc = sub.add_parser("train-encoders", help="train the demo's VAE and text encoder on synthetic videos",
