@@ -123,10 +123,12 @@ def cmd_cache(args) -> int:
     if failed:
         raise SystemExit(f"cache: worker part(s) {failed} failed (their error is printed above); run the same command "
                          f"again to resume")
+    bar.close()
     if workers:  # adopt every part's shards and write the manifest
         report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}")
-    bar.close()
-    print(f"encoded {len(report.encoded)} clips, skipped {len(report.skipped)} already in {args.out}")
+        print(f"{len(report.skipped) + len(report.encoded)} clips in {args.out} ({args.workers} workers)")
+    else:
+        print(f"encoded {len(report.encoded)} clips, skipped {len(report.skipped)} already in {args.out}")
     return 0
 
 
