@@ -211,6 +211,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import platform
+
+    from .bench import format_row, markdown_table, run_all, write_json
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    comfyui = args.comfyui or os.environ.get("COMFYUI_DIR")
+    print("| figure | value | target | met |\n|---|---|---|---|", flush=True)
+    figures = run_all(args.quick, comfyui, report=lambda f: print(format_row(f), flush=True),
+                      parts=tuple(args.only) if args.only else None)
+    print()
+    print(markdown_table(figures))
+    write_json(figures, args.out, {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+                                   "threads": torch.get_num_threads(), "quick": args.quick})
+    print(f"\nresults: {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m alchemint_core",
                                 description="AlcheMinT: multi-reference video generation with timed subjects.")
@@ -256,6 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     ev.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser("bench", help="speed and memory figures against their limits (a few minutes on a CPU)",
+                           description="Measure, side by side in one run: the cost of references against their token "
+                                       "count, batched against separate guidance passes, forward FLOP/s against a "
+                                       "plain matrix multiply, checkpoint loading against a raw read, demo video and "
+                                       "training speed, scaling with frames and references, and (with COMFYUI_DIR) "
+                                       "ComfyUI's own Wan model. Prints a table, writes JSON.")
+    bench.add_argument("--out", default="bench.json", help="results JSON (default bench.json)")
+    bench.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
+    bench.add_argument("--comfyui", help="a ComfyUI checkout to time its Wan model against ours (default: $COMFYUI_DIR)")
+    bench.add_argument("--only", action="append", choices=["references", "guidance", "limit", "loading", "scaling",
+                                                           "demo", "comfyui"], help="run only these parts (repeatable)")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks the command, not the machine")
+    bench.set_defaults(func=cmd_bench)
 
     info = sub.add_parser("info", help="print a model's architecture",
                           description="Print the architecture of a Wan 2.1 checkpoint (with an optional AlcheMinT "

@@ -94,7 +94,8 @@ class Guider:
             on = torch.tensor([t_on for (_, t_on), _ in self.passes]).repeat_interleave(b)
             ctx = d.context.repeat(len(self.passes), 1, 1, 1) * on[:, None, None, None].to(d.context)
             self.dense = DenseCaptions(ctx, d.spans.repeat(len(self.passes), 1, 1), d.lengths.repeat(len(self.passes), 1))
-        self.weights = torch.tensor([c for _, c in self.passes], dtype=torch.float32)
+        device = positive.context.device
+        self.weights = torch.tensor([c for _, c in self.passes], dtype=torch.float32, device=device)
 
     @property
     def num_passes(self) -> int:
@@ -106,5 +107,5 @@ class Guider:
         ts = timestep.reshape(-1).expand(b).repeat(p)
         v = self.model(xs, ts, self.context, refs=self.refs, context_mask=self.context_mask, dense=self.dense)
         v = v.float().unflatten(0, (p, b))
-        w = self.weights.to(v.device).view(p, 1, 1, 1, 1, 1)
+        w = self.weights.view(p, 1, 1, 1, 1, 1)
         return (v * w).sum(0).to(x.dtype)

@@ -7,7 +7,7 @@ cross-attention, GELU(tanh) FFN, modulated head. Parameter names match Wan's che
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,9 @@ from .dense import DenseCaptions, DenseCrossAttention, DenseState, prepare_dense
 from .layers import LayerNorm, Linear, RMSNorm, attention, modulate, sinusoidal_embedding, wide
 from .references import PackedReferences, References, pack_references
 from .rope import RopeBank, TemporalRope, apply_rope, video_table
+
+if TYPE_CHECKING:
+    from .offload import BlockOffload
 
 
 class Patches(NamedTuple):
@@ -201,6 +204,23 @@ class WanModel(nn.Module):
             raise ValueError(f"no layer matches the LoRA targets {list(targets)}")
         return count
 
+    def compile_blocks(self, **options) -> "WanModel":
+        """torch.compile every block in place (GPU: fuses norms, modulation and RoPE around the matmuls). All
+        blocks share one graph, so compiling costs one block's compilation; options go to torch.compile."""
+        for block in self.blocks:
+            block.compile(**options)
+        return self
+
+    def offload_blocks(self, device) -> "BlockOffload":
+        """Keep the blocks' weights in CPU memory and put each on `device` only while it runs (see offload.py);
+        the rest of the model moves to `device`. Returns the offloader (`.remove()` undoes it)."""
+        from .offload import BlockOffload
+        blocks = self.blocks
+        self.blocks = nn.ModuleList()  # moved separately
+        self.to(device)
+        self.blocks = blocks
+        return BlockOffload(blocks, device)
+
     # -- forward ------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor,
                 refs: References | PackedReferences | None = None, context_mask: torch.Tensor | None = None,
@@ -226,9 +246,7 @@ class WanModel(nn.Module):
                 raise ValueError(f"packed references are for batch {packed.batch} and grid {packed.grid}; "
                                  f"x has batch {b} and grid {grid[1:]}")
             tokens = torch.cat([tokens, packed.tokens.to(dtype)], dim=1)
-            table = torch.cat([table.expand(b, -1, -1, -1), packed.table], dim=1)
-            if packed.key_mask is not None:
-                key_mask = torch.cat([packed.key_mask.new_ones(b, n_video), packed.key_mask], dim=1)
+            table, key_mask = packed.joined(table, n_video)
             if self.alchemint.cfg.ref_timestep == "zero":
                 e_clean = self.time_modulation(torch.zeros_like(timestep), dtype)[1]
 

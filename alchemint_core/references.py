@@ -6,7 +6,7 @@ tokens (through the tag MLP); both get the reference's index embedding and its t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from einops import rearrange
@@ -78,10 +78,23 @@ class PackedReferences:
     table: torch.Tensor  # [B, Lc, D/2, 2] RoPE table of those tokens
     key_mask: torch.Tensor | None  # [B, Lc] bool when samples have different token counts, else None
     grid: tuple[int, int]  # (H', W') token grid they were packed for
+    _joined: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def batch(self) -> int:
         return self.tokens.shape[0]
+
+    def joined(self, video_table: torch.Tensor, n_video: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """RoPE table [B, L_video + Lc, D/2, 2] and key mask of the whole sequence, built on the first step of a
+        sampling run and reused by the others (video_table is the model's cached [1, L_video, D/2, 2])."""
+        key = (n_video, video_table.device, video_table.dtype)
+        if key not in self._joined:
+            b = self.batch
+            table = torch.cat([video_table.expand(b, -1, -1, -1), self.table.to(video_table)], dim=1)
+            mask = None if self.key_mask is None else torch.cat(
+                [self.key_mask.new_ones(b, n_video), self.key_mask], dim=1)
+            self._joined = {key: (table, mask)}
+        return self._joined[key]
 
 
 def pack_references(model, refs: References, grid: tuple[int, int], dtype: torch.dtype) -> PackedReferences:
