@@ -56,9 +56,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.to(wide(x.dtype))
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.to(xf.dtype)).type_as(x)
+        f = wide(x.dtype)
+        return F.rms_norm(x.to(f), (x.shape[-1],), self.weight.to(f), self.eps).type_as(x)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -90,6 +90,15 @@ def per_segment(fn, x: torch.Tensor, step: Step, idx: tuple[int, ...]):
     return torch.cat([fn(x[:, :n], *pick(step.e_video)), fn(x[:, n:], *pick(step.e_clean))], dim=1)
 
 
+def gated_residual(x: torch.Tensor, y: torch.Tensor, step: Step, i: int) -> torch.Tensor:
+    """x + y * gate_i in one fused op per segment (video tokens, then reference/tag tokens)."""
+    if step.e_clean is None or x.shape[1] == step.n_video:
+        return torch.addcmul(x, y, step.e_video[:, i:i + 1])
+    n = step.n_video
+    return torch.cat([torch.addcmul(x[:, :n], y[:, :n], step.e_video[:, i:i + 1]),
+                      torch.addcmul(x[:, n:], y[:, n:], step.e_clean[:, i:i + 1])], dim=1)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: WanConfig):
         super().__init__()
@@ -108,14 +117,14 @@ class Block(nn.Module):
                        "e_clean": None if step.e_clean is None else mod + step.e_clean})
         y = per_segment(lambda t, shift, scale: modulate(self.norm1(t), shift, scale), x, step, (0, 1))
         y = self.self_attn(y, step.table, step.key_mask)
-        x = x + per_segment(lambda t, gate: t * gate, y, step, (2,))
+        x = gated_residual(x, y, step, 2)
         h = self.norm3(x)
         x = x + self.cross_attn(h, step.context, step.context_mask)
         if dense is not None and step.dense is not None:
             n = step.n_video
             x = x + F.pad(dense(h[:, :n], step.dense), (0, 0, 0, x.shape[1] - n))
         y = per_segment(lambda t, shift, scale: modulate(self.norm2(t), shift, scale), x, step, (3, 4))
-        return x + per_segment(lambda t, gate: t * gate, self.ffn(y), step, (5,))
+        return gated_residual(x, self.ffn(y), step, 5)
 
 
 class Head(nn.Module):

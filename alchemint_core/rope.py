@@ -121,13 +121,11 @@ def reference_tables(bank: RopeBank, intervals: torch.Tensor, height: int, width
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Multiply channel pairs of x [B, L, H, D] by table [B or 1, L, D/2, 2], in the table's dtype (float32,
-    or float64 for float64 models)."""
-    xr = rearrange(x.to(table.dtype), "b l h (k c) -> b l h k c", c=2)
-    tab = table[:, :, None]
-    re = xr[..., 0] * tab[..., 0] - xr[..., 1] * tab[..., 1]
-    im = xr[..., 0] * tab[..., 1] + xr[..., 1] * tab[..., 0]
-    return torch.stack([re, im], dim=-1).flatten(-2).type_as(x)
+    """Multiply channel pairs of x [B, L, H, D] by table [B or 1, L, D/2, 2] as complex numbers, in the table's
+    dtype (float32, or float64 for float64 models)."""
+    xc = torch.view_as_complex(rearrange(x.to(table.dtype), "b l h (k c) -> b l h k c", c=2).contiguous())
+    out = xc * torch.view_as_complex(table.contiguous())[:, :, None]
+    return torch.view_as_real(out).flatten(-2).type_as(x)
 
 
 def attention_profile(bank: RopeBank, interval: tuple[float, float], rope: TemporalRope,
