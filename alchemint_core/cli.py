@@ -78,6 +78,27 @@ def cmd_train(args) -> int:
     return 0
 
 
+def start_parts(args, argv: list[str]) -> tuple[list[subprocess.Popen], tuple[int, int] | None]:
+    """--workers N: parts 1..N-1 of the job in child processes (one thread each), part 0 in this one.
+    Returns the children and this process's part (None: the whole job)."""
+    if args.part:
+        return [], parse_part(args.part)
+    if args.workers <= 1:
+        return [], None
+    torch.set_num_threads(1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    children = [subprocess.Popen([sys.executable, "-m", "alchemint_core", *argv, "--part", f"{i}/{args.workers}"],
+                                 env=env, stdout=subprocess.DEVNULL) for i in range(1, args.workers)]
+    return children, (0, args.workers)
+
+
+def wait_parts(command: str, children: list[subprocess.Popen]) -> None:
+    failed = [i + 1 for i, c in enumerate(children) if c.wait() != 0]
+    if failed:
+        raise SystemExit(f"{command}: worker part(s) {failed} failed (their error is printed above); run the same "
+                         f"command again to resume")
+
+
 def parse_part(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -105,24 +126,15 @@ def cmd_cache(args) -> int:
         bar.set_postfix_str(name)
         bar.refresh()
 
-    workers = []
-    if args.part is None and args.workers > 1:  # the other parts in child processes, part 0 here, then adopt all
-        torch.set_num_threads(1)
-        argv = ["cache", "--data", str(args.data), "--out", str(args.out), "--encoders", str(args.encoders),
-                "--frames", str(args.frames), "--clips-per-sample", str(args.clips_per_sample),
-                "--ref-variants", str(args.ref_variants), "--seed", str(args.seed),
-                "--threshold", repr(args.threshold), "--dtype", args.dtype]
-        argv += ["--height", str(args.height), "--width", str(args.width)] if args.height and args.width else []
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        workers = [subprocess.Popen([sys.executable, "-m", "alchemint_core", *argv, "--part", f"{i}/{args.workers}"],
-                                    env=env, stdout=subprocess.DEVNULL) for i in range(1, args.workers)]
-    part = parse_part(args.part) if args.part else ((0, args.workers) if workers else None)
+    argv = ["cache", "--data", str(args.data), "--out", str(args.out), "--encoders", str(args.encoders),
+            "--frames", str(args.frames), "--clips-per-sample", str(args.clips_per_sample),
+            "--ref-variants", str(args.ref_variants), "--seed", str(args.seed),
+            "--threshold", repr(args.threshold), "--dtype", args.dtype]
+    argv += ["--height", str(args.height), "--width", str(args.width)] if args.height and args.width else []
+    workers, part = start_parts(args, argv)
     report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}", progress=progress,
                          part=part)
-    failed = [i + 1 for i, w in enumerate(workers) if w.wait() != 0]
-    if failed:
-        raise SystemExit(f"cache: worker part(s) {failed} failed (their error is printed above); run the same command "
-                         f"again to resume")
+    wait_parts("cache", workers)
     bar.close()
     if workers:  # adopt every part's shards and write the manifest
         report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}")
@@ -148,9 +160,13 @@ def cmd_make_demo_data(args) -> int:
     from tqdm import tqdm
 
     from .demo.data import write_demo_dataset
+    argv = ["make-demo-data", "--out", str(args.out), "--samples", str(args.samples), "--seed", str(args.seed)]
+    argv += ["--timing-in-caption"] if args.timing_in_caption else []
+    workers, part = start_parts(args, argv)
     bar = tqdm(total=args.samples, desc="samples", unit="video")
     write_demo_dataset(args.out, args.samples, seed=args.seed, timing_in_caption=args.timing_in_caption,
-                       progress=lambda done, total: bar.update(done - bar.n))
+                       progress=lambda done, total: bar.update(done - bar.n), part=part)
+    wait_parts("make-demo-data", workers)
     bar.close()
     return 0
 
@@ -361,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--out", required=True, help="dataset folder to create or complete")
     data.add_argument("--samples", type=int, default=8000, help="number of videos (default 8000)")
     data.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    data.add_argument("--workers", type=int, default=1,
+                      help="write with this many processes (one per core); the result equals a one-process run")
+    data.add_argument("--part", help=argparse.SUPPRESS)  # I/N: one worker's share
     data.add_argument("--timing-in-caption", action="store_true",
                       help="write each subject's interval into the caption (the prompt-only ablation)")
     data.set_defaults(func=cmd_make_demo_data)

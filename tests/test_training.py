@@ -92,6 +92,16 @@ def test_cache_with_two_workers_equals_a_one_process_build(tmp_path):
         assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5, rtol=0) for k in a)
 
 
+def test_demo_data_with_two_workers_equals_a_one_process_run(tmp_path):
+    for out, extra in (("one", []), ("two", ["--workers", "2"])):
+        r = cli(["make-demo-data", "--out", str(tmp_path / out), "--samples", "5", *extra], timeout=600)
+        assert r.returncode == 0, r.stderr
+    files = lambda root: sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())  # noqa: E731
+    assert files(tmp_path / "one") == files(tmp_path / "two") and len(files(tmp_path / "one")) > 5
+    for rel in files(tmp_path / "one"):
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
+
+
 def test_batches_are_seeded_by_position_and_drop_references_jointly(cache):
     clips = CachedClips(cache)
     cfg = TrainConfig.from_dict(train_config(cache, "x", p_drop_refs=1.0, p_drop_caption=1.0))

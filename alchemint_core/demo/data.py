@@ -19,15 +19,16 @@ def timing_caption(video: SyntheticVideo, fps: float = FPS) -> str:
 
 
 def write_demo_dataset(root: str | Path, samples: int, seed: int = 0, frames: int = 17, size: int = 64,
-                       timing_in_caption: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
+                       timing_in_caption: bool = False, progress: Callable[[int, int], None] | None = None,
+                       part: tuple[int, int] | None = None) -> Path:
     """`samples` synthetic training videos under root; existing complete samples are kept (resumable).
-    Sample i depends only on (seed, i)."""
+    Sample i depends only on (seed, i); part=(k, n) writes only the samples with i % n == k."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     done = {p.name for p in list_samples(root)}
     for i in range(samples):
         name = f"s{i:06d}"
-        if name in done:
+        if name in done or (part is not None and i % part[1] != part[0]):
             continue
         rng = np.random.default_rng([seed, i])
         video = random_video(rng, "train", frames, size, size)
