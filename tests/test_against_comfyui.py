@@ -36,3 +36,11 @@ def test_matches_comfyui_wan(comfy_wan, shape, t):
     ts = torch.tensor(t)
     with torch.no_grad():
         torch.testing.assert_close(ours(x, ts, ctx), theirs(x, ts, ctx), rtol=2e-4, atol=2e-4)
+
+
+def test_bench_times_comfyuis_wan_on_the_same_weights_and_input(comfy_wan):
+    """The bench's side-by-side timing runs both models on identical weights and input (outputs agree)."""
+    from alchemint_core.bench import against_comfyui
+    fig = against_comfyui(COMFYUI_DIR, latent_thw=(2, 8, 8), repeat=1)
+    assert fig.detail["max_abs_diff"] < 1e-3
+    assert fig.value > 0 and fig.detail["ours_seconds"] > 0 and fig.detail["comfyui_seconds"] > 0
