@@ -27,6 +27,7 @@ class VideoModel:
     model: WanModel
     latent_format: LatentFormat
     name: str = ""
+    offload: bool = False  # keep blocks in CPU memory, each on the device only while it runs (big models)
 
     @property
     def max_refs(self) -> int:

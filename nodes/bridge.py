@@ -134,8 +134,18 @@ def load_on_device(handle: Any) -> Any:
         import comfy.model_management as mm
         import comfy.model_patcher
     except ImportError:
-        return next(handle.model.parameters()).device if any(True for _ in handle.model.parameters()) \
+        mm = None
+    if mm is not None:
+        dev = mm.get_torch_device()
+    else:
+        dev = next(handle.model.parameters()).device if any(True for _ in handle.model.parameters()) \
             else torch.device("cpu")
+    if handle.offload:  # blocks visit the device one at a time; ComfyUI manages only what stays there
+        if getattr(handle, "offloader", None) is None:
+            handle.offloader = handle.model.offload_blocks(dev)
+        return dev
+    if mm is None:
+        return dev
     if getattr(handle, "patcher", None) is None:
         handle.patcher = comfy.model_patcher.ModelPatcher(handle.model, load_device=mm.get_torch_device(),
                                                           offload_device=mm.unet_offload_device())

@@ -7,7 +7,7 @@ from alchemint_core.demo.pipeline import ENCODERS_FILE, MODEL_FILE
 from alchemint_core.encoders import load_encoders
 from alchemint_core.generation import VideoModel
 from alchemint_core.latents import WAN21
-from alchemint_core.loading import load_model
+from alchemint_core.loading import default_compute_dtype, load_model
 from alchemint_core.native import DemoCLIP, DemoVAE
 
 from . import bridge
@@ -39,9 +39,12 @@ class ModelLoader:
                            "one, the reference inputs are untrained and do nothing useful."}),
             "dtype": (list(DTYPES), {"default": "default", "tooltip": "Weight dtype: default keeps the file's "
                                      "(fp8 files compute in bf16); fp8 stores weights in 8 bits to save memory."}),
+            "offload_blocks": ("BOOLEAN", {"default": False, "tooltip": "Keep the transformer blocks in CPU memory "
+                                           "and put each on the GPU only while it runs: a model bigger than the "
+                                           "card's memory (Wan 2.1 14B on 24 GB) runs, more slowly."}),
         }}
 
-    def load(self, base, adapter, dtype):
+    def load(self, base, adapter, dtype, offload_blocks=False):
         if dtype not in DTYPES or (dtype != "default" and DTYPES[dtype] is None):
             raise ValueError(f"Model Loader: dtype '{dtype}' is not available with this PyTorch; choose one of "
                              f"{', '.join(k for k, v in DTYPES.items() if v is not None or k == 'default')}")
@@ -49,7 +52,8 @@ class ModelLoader:
         adapter_path = None if adapter == NO_ADAPTER else bridge.resolve(bridge.MODEL_FOLDER, adapter,
                                                                          "Model Loader: adapter")
         model = load_model(base_path, adapter=adapter_path, dtype=DTYPES[dtype], device="cpu")
-        return (VideoModel(model, WAN21, base),)
+        model.compute_dtype = default_compute_dtype(model, bridge.device())  # bf16/fp16 on the GPU it will run on
+        return (VideoModel(model, WAN21, base, offload=bool(offload_blocks)),)
 
 
 class DemoModel:

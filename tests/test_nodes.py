@@ -282,6 +282,15 @@ def test_model_loader_loads_a_wan_file_with_an_adapter_from_the_model_folders(fo
     assert handle.model.blocks[0].self_attn.q.weight.dtype == torch.float16
     torch.testing.assert_close(handle.model.alchemint.ref_index_embedding.float(),
                                with_adapter.alchemint.ref_index_embedding.float(), atol=1e-3, rtol=1e-3)
+    # offload_blocks: blocks live in CPU memory and visit the device one at a time; same function
+    from nodes import bridge
+    offloaded, = ModelLoader().load("wan_tiny.safetensors", "tiny_adapter.safetensors", "fp16", True)
+    assert offloaded.offload and bridge.load_on_device(offloaded) == torch.device("cpu")
+    assert offloaded.offloader.resident() == []
+    x, ctx = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 5, DEMO_SIZED.text_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(offloaded.model(x, torch.tensor([300.0]), ctx),
+                                   handle.model(x, torch.tensor([300.0]), ctx))
     plain, = ModelLoader().load("wan_tiny.safetensors", NO_ADAPTER, "default")
     assert plain.model.alchemint is None and plain.max_refs == 0
     with pytest.raises(ValueError, match="not in models/diffusion_models"):

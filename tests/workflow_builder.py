@@ -138,7 +138,7 @@ TRAIN = [
 
 WAN = [
     Node(1, "AlcheMinTModelLoader", (20, 40), ["wan2.1_t2v_1.3B_fp16.safetensors",
-                                               "alchemint_wan2.1_t2v_1.3B.safetensors", "default"], size=(340, 130)),
+                                               "alchemint_wan2.1_t2v_1.3B.safetensors", "default", False], size=(340, 150)),
     Node(2, "VAELoader", (20, 210), ["wan_2.1_vae.safetensors"], size=(340, 60)),
     Node(3, "CLIPLoader", (20, 310), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"], size=(340, 110)),
     Node(4, "LoadImage", (20, 460), ["alchemint_blue_cross.png", "image"], size=(240, 330)),
