@@ -308,3 +308,13 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(cache, tmp_pa
     assert all(v.dtype == torch.float32 for v in b.values())
     diff = [float((a[k] - b[k]).abs().max()) for k in a]
     assert 0 < max(diff) < 0.05  # bf16 matmuls really ran, and the training stayed on the same path
+
+
+def test_atomic_writes_make_files_with_the_usual_permissions(tmp_path):
+    from alchemint_core.files import atomic_write
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "x.json", lambda tmp: open(tmp, "w").write("{}"))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
