@@ -161,6 +161,22 @@ def guidance_batching(latent_thw=(5, 16, 16), refs: int = 2, repeat: int = 5) ->
                   {"batched_seconds": batched, "separate_seconds": separate})
 
 
+def compiled_blocks(latent_thw=(5, 16, 16), refs: int = 2, repeat: int = 5) -> Figure:
+    """A forward pass with every block compiled by torch.compile (inductor) against the same model eager: the
+    first call's compile time and the steady-state ratio."""
+    eager, compiled = random_model(MID), random_model(MID).compile_blocks()  # same seed: same weights
+    x, ts, ctx, r = random_inputs(eager, latent_thw, refs)
+    with torch.no_grad():
+        pe, pc = eager.pack(r, x.shape), compiled.pack(r, x.shape)
+        t0 = time.perf_counter()
+        out = compiled(x, ts, ctx, refs=pc)
+        compile_s = time.perf_counter() - t0
+        diff = float((out - eager(x, ts, ctx, refs=pe)).abs().max())
+        a, b = paired_medians(lambda: compiled(x, ts, ctx, refs=pc), lambda: eager(x, ts, ctx, refs=pe), repeat)
+    return Figure("torch.compile of the blocks (inductor)", a / b, "", "compiled/eager",
+                  {"compile_seconds": compile_s, "compiled_seconds": a, "eager_seconds": b, "max_abs_diff": diff})
+
+
 def matmul_flops_per_s(m: int, k: int, n: int, dtype=torch.float32, repeat: int = 5) -> float:
     a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     return 2 * m * k * n / median_time(lambda: a @ b, repeat)
@@ -353,6 +369,7 @@ def run_all(quick: bool = False, comfyui_dir: str | None = None, report: Callabl
                                                  (0, 1, 2, 4, 8), rep),
         "guidance": lambda: guidance_batching((2, 8, 8) if quick else (5, 16, 16), repeat=rep),
         "limit": lambda: distance_to_limit((1, 4, 4) if quick else (8, 16, 32), repeat=1 if quick else 3),
+        "compile": lambda: compiled_blocks((2, 8, 8) if quick else (5, 16, 16), repeat=rep),
         "loading": lambda: loading(WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2) if quick else WanConfig()),
         "scaling": lambda: scaling((2, 3), (0, 2), 8) if quick else scaling(),
         "demo": lambda: demo_end_to_end(2 if quick else 40),
