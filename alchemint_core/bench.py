@@ -327,14 +327,13 @@ def demo_training(steps: int = 12, batch: int = 8) -> Figure:
     from .demo.data import write_demo_dataset
     from .demo.pipeline import ENCODERS_FILE
     from .encoders import load_encoders
-    from .train_config import TrainConfig
+    from .train_config import TrainConfig, read_config_file
     from .trainer import Trainer
-    import tomllib
     with tempfile.TemporaryDirectory() as tmp:
         data = write_demo_dataset(Path(tmp) / "data", samples=batch * 2)
         vae, text = load_encoders(ENCODERS_FILE)
         build_cache(data, Path(tmp) / "cache", vae, text, CacheConfig(ref_variants=2), encoder_id="bench")
-        cfg = tomllib.loads((Path(__file__).parent / "demo" / "configs" / "werope.toml").read_text())
+        cfg = read_config_file(Path(__file__).parent / "demo" / "configs" / "werope.toml")
         cfg.update(cache=str(Path(tmp) / "cache"), out=str(Path(tmp) / "run"), steps=steps, batch_size=batch,
                    checkpoint_every=10 ** 6, precision="fp32", threads=0, ema_decay=0.0)
         trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)

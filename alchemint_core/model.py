@@ -80,23 +80,15 @@ class Step:
     dense: DenseState | None
 
 
-def per_segment(fn, x: torch.Tensor, step: Step, idx: tuple[int, ...]):
-    """Apply fn(x_part, *modulation chunks) with the video's modulation on video tokens and the clean tokens'
+def per_segment(fn, xs: tuple[torch.Tensor, ...], step: Step, idx: tuple[int, ...]):
+    """Apply fn(*xs_part, *modulation chunks) with the video's modulation on video tokens and the clean tokens'
     modulation on reference/tag tokens, without materialising a per-token modulation tensor."""
     pick = lambda e: [e[:, i:i + 1] for i in idx]
-    if step.e_clean is None or x.shape[1] == step.n_video:
-        return fn(x, *pick(step.e_video))
+    if step.e_clean is None or xs[0].shape[1] == step.n_video:
+        return fn(*xs, *pick(step.e_video))
     n = step.n_video
-    return torch.cat([fn(x[:, :n], *pick(step.e_video)), fn(x[:, n:], *pick(step.e_clean))], dim=1)
-
-
-def gated_residual(x: torch.Tensor, y: torch.Tensor, step: Step, i: int) -> torch.Tensor:
-    """x + y * gate_i in one fused op per segment (video tokens, then reference/tag tokens)."""
-    if step.e_clean is None or x.shape[1] == step.n_video:
-        return torch.addcmul(x, y, step.e_video[:, i:i + 1])
-    n = step.n_video
-    return torch.cat([torch.addcmul(x[:, :n], y[:, :n], step.e_video[:, i:i + 1]),
-                      torch.addcmul(x[:, n:], y[:, n:], step.e_clean[:, i:i + 1])], dim=1)
+    return torch.cat([fn(*(x[:, :n] for x in xs), *pick(step.e_video)),
+                      fn(*(x[:, n:] for x in xs), *pick(step.e_clean))], dim=1)
 
 
 class Block(nn.Module):
@@ -115,16 +107,16 @@ class Block(nn.Module):
         mod = self.modulation.to(x.dtype)
         step = Step(**{**step.__dict__, "e_video": mod + step.e_video,
                        "e_clean": None if step.e_clean is None else mod + step.e_clean})
-        y = per_segment(lambda t, shift, scale: modulate(self.norm1(t), shift, scale), x, step, (0, 1))
+        y = per_segment(lambda t, shift, scale: modulate(self.norm1(t), shift, scale), (x,), step, (0, 1))
         y = self.self_attn(y, step.table, step.key_mask)
-        x = gated_residual(x, y, step, 2)
+        x = per_segment(torch.addcmul, (x, y), step, (2,))  # x + y * gate, fused
         h = self.norm3(x)
         x = x + self.cross_attn(h, step.context, step.context_mask)
         if dense is not None and step.dense is not None:
             n = step.n_video
             x = x + F.pad(dense(h[:, :n], step.dense), (0, 0, 0, x.shape[1] - n))
-        y = per_segment(lambda t, shift, scale: modulate(self.norm2(t), shift, scale), x, step, (3, 4))
-        return gated_residual(x, self.ffn(y), step, 5)
+        y = per_segment(lambda t, shift, scale: modulate(self.norm2(t), shift, scale), (x,), step, (3, 4))
+        return per_segment(torch.addcmul, (x, self.ffn(y)), step, (5,))
 
 
 class Head(nn.Module):
