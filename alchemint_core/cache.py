@@ -22,7 +22,7 @@ from .augment import ReferenceAugment
 from .config import CheckpointError
 from .dataset import DatasetError, list_samples, load_sample, make_clip
 from .encoders import TextEncoder, VideoEncoder
-from .files import SafetensorsFile, atomic_write, read_metadata_json, save_safetensors
+from .files import SafetensorsFile, atomic_write, read_metadata_json, remove_temporaries, save_safetensors
 from .latents import LATENT_FORMAT_FILE
 
 MANIFEST = "manifest.json"
@@ -136,7 +136,6 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
     share a build; a final call without `part` adopts their shards (seeds depend on the sample's index only, so
     the result equals a one-process build)."""
     out = Path(out_dir)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
     samples = list_samples(data_root)
     if not samples:
         raise DatasetError(f"{data_root}: no sample folders (each needs a sample.json); see the README's dataset format")
@@ -145,13 +144,7 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
     if {k: manifest.get(k) for k in settings} != settings:
         raise CheckpointError(f"{out} holds a cache built with other encoders or settings "
                               f"({ {k: manifest.get(k) for k in settings} }); use a new output folder")
-    # The empty caption: what a dropped caption becomes during training.
-    null_path = out / "null_caption.safetensors"
-    if not has_tensor(null_path, "caption"):
-        emb, mask = text_encoder.encode([""])
-        save_safetensors({"caption": emb[0, : int(mask[0].sum())].to(cfg.torch_dtype())}, null_path)
-    atomic_write(out / LATENT_FORMAT_FILE,
-                 lambda tmp: Path(tmp).write_text(json.dumps(video_encoder.latent_format.to_dict())))
+    (out / "shards").mkdir(parents=True, exist_ok=True)
     augment = augment or ReferenceAugment()
     report = CacheReport()
     total = len(samples) * cfg.clips_per_sample
@@ -187,7 +180,15 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
             report.encoded.append(name)
             if progress:
                 progress(len(report.encoded) + len(report.skipped), total, name)
-    if part is None:
+    if part is None:  # what the trainer reads beside the shards, written once every clip is in
+        null_path = out / "null_caption.safetensors"  # the empty caption: what a dropped caption becomes
+        if not has_tensor(null_path, "caption"):
+            emb, mask = text_encoder.encode([""])
+            save_safetensors({"caption": emb[0, : int(mask[0].sum())].to(cfg.torch_dtype())}, null_path)
+        atomic_write(out / LATENT_FORMAT_FILE,
+                     lambda tmp: Path(tmp).write_text(json.dumps(video_encoder.latent_format.to_dict())))
         write_manifest(out, manifest)
+        remove_temporaries(out / "shards")  # every worker is done: what is left was cut short by a kill
+        remove_temporaries(out)
     return report
 

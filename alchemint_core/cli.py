@@ -12,6 +12,7 @@ import torch
 
 from .config import WAN21_14B, WAN21_1_3B, AdapterConfig, CheckpointError
 from .loading import load_model
+from .memory import OutOfMemory
 from .model import WanModel
 
 
@@ -132,10 +133,10 @@ def cmd_cache(args) -> int:
             "--threshold", repr(args.threshold), "--dtype", args.dtype]
     argv += ["--height", str(args.height), "--width", str(args.width)] if args.height and args.width else []
     workers, part = start_parts(args, argv)
-    report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}", progress=progress,
-                         part=part)
-    wait_parts("cache", workers)
-    bar.close()
+    with bar:  # closed on an error too, so the error starts its own line
+        report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}",
+                             progress=progress, part=part)
+        wait_parts("cache", workers)
     if workers:  # adopt every part's shards and write the manifest
         report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}")
         print(f"{len(report.skipped) + len(report.encoded)} clips in {args.out} ({args.workers} workers)")
@@ -163,11 +164,10 @@ def cmd_make_demo_data(args) -> int:
     argv = ["make-demo-data", "--out", str(args.out), "--samples", str(args.samples), "--seed", str(args.seed)]
     argv += ["--timing-in-caption"] if args.timing_in_caption else []
     workers, part = start_parts(args, argv)
-    bar = tqdm(total=args.samples, desc="samples", unit="video")
-    write_demo_dataset(args.out, args.samples, seed=args.seed, timing_in_caption=args.timing_in_caption,
-                       progress=lambda done, total: bar.update(done - bar.n), part=part)
-    wait_parts("make-demo-data", workers)
-    bar.close()
+    with tqdm(total=args.samples, desc="samples", unit="video") as bar:
+        write_demo_dataset(args.out, args.samples, seed=args.seed, timing_in_caption=args.timing_in_caption,
+                           progress=lambda done, total: bar.update(done - bar.n), part=part)
+        wait_parts("make-demo-data", workers)
     return 0
 
 
@@ -176,13 +176,15 @@ DEMO_SUBJECTS = ["red ring:0.0-1.2", "yellow star:0.8-2.1"]
 
 def cmd_demo(args) -> int:
     from .demo.pipeline import DemoPipeline, check_subjects, parse_subject
-    from .media import strip_image, write_video
+    from .media import check_video_path, strip_image, write_video
     from .sampling import check_steps_shift
     subjects = [parse_subject(s) for s in (args.subject or DEMO_SUBJECTS)]
     check_subjects(subjects, args.frames, args.fps)
     check_steps_shift(args.steps, args.shift)
-    out = Path(args.out)
+    out = check_video_path(args.out, args.scale)
     strip_path = Path(args.strip) if args.strip else out.with_suffix(".png")
+    if strip_path.suffix.lower() != ".png" or strip_path.resolve() == out.resolve():
+        raise ValueError(f"--strip {strip_path}: the strip image is a .png file beside the video")
     pipe = DemoPipeline(args.model, args.encoders)
     result = pipe.generate(subjects, args.prompt, args.seed, args.steps, args.shift, args.mode, args.frames, args.fps)
     write_video(result.frames, out, args.fps, scale=args.scale)
@@ -390,6 +392,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, ValueError, FileNotFoundError, OutOfMemory) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -163,7 +163,8 @@ def save_encoders(vae: TinyVideoVAE, text: TinyTextEncoder, path) -> Path:
 def load_encoders(path) -> tuple[TinyVideoVAE, TinyTextEncoder]:
     f = SafetensorsFile(path)
     if f.metadata.get("format") != ENCODERS_FORMAT:
-        raise CheckpointError(f"{path}: not a demo-encoders file (no '{ENCODERS_FORMAT}' header)")
+        raise CheckpointError(f"{path}: not a demo-encoders file (no '{ENCODERS_FORMAT}' header); give the "
+                              "encoders.safetensors that train-encoders wrote (or leave the option out)")
     vae = TinyVideoVAE(**json.loads(f.metadata["vae"]))
     text = TinyTextEncoder(**json.loads(f.metadata["text"]))
     for prefix, module in (("vae.", vae), ("text.", text)):

@@ -36,6 +36,16 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete what atomic_write calls cut short by a kill left in folder (never read: they are not the file's
+    name). Call it only where no other process is writing into folder."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_safetensors(tensors: Mapping[str, torch.Tensor], path, metadata: Mapping[str, str] | None = None) -> Path:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=dict(metadata or {})))

@@ -12,6 +12,7 @@ import torch
 from .guidance import Conditioning, Guidance
 from .intervals import latent_frame_count
 from .latents import LatentFormat
+from .memory import SAMPLING_OPTIONS, explain_out_of_memory
 from .model import WanModel
 from .rope import TemporalRope
 from .sampling import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_steps_shift, generate
@@ -73,8 +74,9 @@ def check_request(handle: VideoModel, req: VideoRequest) -> None:
     check_size(req.height, req.width, handle.size_multiple)
     check_steps_shift(req.steps, req.shift)
     if len(req.subjects) > handle.max_refs:
-        raise ValueError(f"{len(req.subjects)} subjects given; this model takes at most {handle.max_refs}"
-                         + ("" if handle.max_refs else " (it has no AlcheMinT adapter: load one)"))
+        raise ValueError(f"{len(req.subjects)} subjects given; this model takes at most {handle.max_refs}: "
+                         + ("remove subjects or use a model trained with a larger max_refs" if handle.max_refs
+                            else "it has no AlcheMinT adapter, load one"))
     text_dim = handle.model.cfg.text_dim
     for what, emb in (("positive", req.positive), ("negative", req.negative)):
         if emb.ndim != 3 or emb.shape[-1] != text_dim:
@@ -101,9 +103,10 @@ def build_conditioning(handle: VideoModel, req: VideoRequest) -> Conditioning:
 def generate_video(handle: VideoModel, req: VideoRequest, callback: StepCallback | None = None) -> torch.Tensor:
     """Raw latents [1, C, T, h, w] of the requested video (decode them with the model's VAE)."""
     check_request(handle, req)
-    cond = build_conditioning(handle, req)
-    device = next(handle.model.parameters()).device
-    neg_mask = req.negative_mask.to(device) if req.negative_mask is not None else None
-    return generate(handle.model, cond, req.negative.to(device), latent_shape(handle, req), req.seed, req.guidance,
-                    req.steps, req.shift, latent_format=handle.latent_format, callback=callback,
-                    negative_mask=neg_mask)
+    with explain_out_of_memory("sampling", SAMPLING_OPTIONS):
+        cond = build_conditioning(handle, req)
+        device = next(handle.model.parameters()).device
+        neg_mask = req.negative_mask.to(device) if req.negative_mask is not None else None
+        return generate(handle.model, cond, req.negative.to(device), latent_shape(handle, req), req.seed,
+                        req.guidance, req.steps, req.shift, latent_format=handle.latent_format, callback=callback,
+                        negative_mask=neg_mask)

@@ -52,16 +52,20 @@ def seconds_to_latent(seconds: float, fps: float, num_frames: int) -> float:
 def interval_to_latent(start: float, end: float, fps: float, num_frames: int, min_half_length: float = 0.5,
                        name: str = "interval") -> tuple[float, float]:
     """(t_l, t_r) in latent frames for an interval in seconds, widened to at least 2*min_half_length."""
+    latent_frame_count(num_frames)
     duration = clip_duration(num_frames, fps)
     for label, v in (("start", start), ("end", end)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise IntervalError(f"{name}: {label} {v!r} is not a finite number of seconds")
+            raise IntervalError(f"{name}: {label} {v!r} is not a finite number of seconds; give a time such as 0.5")
     tol = 0.5 / fps  # half a pixel frame of slack for rounding in the UI
     if start < -tol or end > duration + tol:
         raise IntervalError(f"{name}: [{start:g}, {end:g}] s lies outside the clip [0, {duration:g}] s "
                             f"({num_frames} frames at {fps:g} fps); move it inside")
     if end <= start:
         raise IntervalError(f"{name}: end {end:g} s is not after start {start:g} s; give start < end")
+    if end - start < (1 - 1e-6) / fps:  # shorter than one frame: nothing could show it
+        raise IntervalError(f"{name}: [{start:g}, {end:g}] s is shorter than one frame ({1 / fps:g} s at {fps:g} fps); "
+                            f"make it at least one frame long")
     t_l = seconds_to_latent(start, fps, num_frames)
     t_r = seconds_to_latent(end, fps, num_frames)
     return widen(t_l, t_r, min_half_length)

@@ -143,10 +143,11 @@ def adapter_config_of(f: SafetensorsFile, base: WanConfig) -> AdapterConfig:
     if f.metadata.get("format") != ADAPTER_FORMAT:
         raise CheckpointError(f"{f.path}: not an AlcheMinT adapter file (no '{ADAPTER_FORMAT}' header). Give a file "
                               f"saved by the AlcheMinT trainer")
-    made_for = read_metadata_json(f.metadata, "alchemint_base")
-    if made_for != base_fingerprint(base):
-        raise CheckpointError(f"{f.path}: this adapter was trained for a base model with {made_for}, but the loaded "
-                              f"base has {base_fingerprint(base)}. Load the base it was trained on")
+    made_for, loaded = read_metadata_json(f.metadata, "alchemint_base") or {}, base_fingerprint(base)
+    if made_for != loaded:
+        differ = ", ".join(f"{k} {made_for.get(k)} (loaded base: {v})" for k, v in loaded.items() if made_for.get(k) != v)
+        raise CheckpointError(f"{Path(f.path).name}: this adapter was trained for a base model with {differ}. Load the "
+                              f"base it was trained on")
     return AdapterConfig.from_dict(read_metadata_json(f.metadata, "alchemint_adapter"))
 
 

@@ -13,12 +13,22 @@ from .plotting import PALETTE
 VIDEO_SUFFIXES = (".mp4", ".webp", ".gif")
 
 
+def check_video_path(path: str | Path, scale: int = 1) -> Path:
+    """The output path and scale of a video, checked before any work goes into the frames."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"output {path}: a video file needs one of the suffixes {', '.join(VIDEO_SUFFIXES)}")
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder; give a file name such as {path / 'demo.mp4'}")
+    if not isinstance(scale, int) or not 1 <= scale <= 16:
+        raise ValueError(f"scale {scale!r} must be an integer from 1 to 16")
+    return path
+
+
 def write_video(frames: np.ndarray, path: str | Path, fps: float, scale: int = 1) -> Path:
     """uint8 [N, H, W, 3] frames to .mp4 (H.264 via PyAV), .webp or .gif (Pillow), written atomically."""
-    path = Path(path)
+    path = check_video_path(path, scale)
     suffix = path.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
-        raise ValueError(f"output {path}: use one of {', '.join(VIDEO_SUFFIXES)}")
     if scale > 1:
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     if suffix == ".mp4":

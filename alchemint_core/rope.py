@@ -34,8 +34,12 @@ class TemporalRope:
     edge_offset: float = 0.0
 
     def __post_init__(self):
-        if self.mode not in ROPE_MODES:
+        if not isinstance(self.mode, str) or self.mode not in ROPE_MODES:
             raise ValueError(f"RoPE mode {self.mode!r} is not one of {ROPE_MODES}")
+        for name in ("w_mid", "w_edge", "edge_offset"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"RoPE {name} {v!r} must be a number")
         if self.mode == "werope":
             check_werope_weights(self.w_mid, self.w_edge)
         if not (math.isfinite(self.edge_offset) and -1e-9 <= self.edge_offset <= 8):

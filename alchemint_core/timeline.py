@@ -47,7 +47,8 @@ def parse_timeline(text) -> list[Bar]:
         raise TimelineError(f"timeline version {data.get('version')!r} is not supported (expected {VERSION})")
     subjects = data["subjects"]
     if len(subjects) > MAX_SUBJECTS:
-        raise TimelineError(f"timeline has {len(subjects)} subjects; at most {MAX_SUBJECTS} are allowed")
+        raise TimelineError(f"timeline has {len(subjects)} subjects; at most {MAX_SUBJECTS} are allowed: "
+                            "remove bars or reset the widget")
     bars = []
     for i, s in enumerate(subjects):
         where = f"timeline subject {i + 1}"
@@ -60,7 +61,7 @@ def parse_timeline(text) -> list[Bar]:
         start, end = s.get("start"), s.get("end")
         for label, v in (("start", start), ("end", end)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise TimelineError(f"{where}: {label} {v!r} is not a finite number of seconds")
+                raise TimelineError(f"{where}: {label} {v!r} is not a finite number of seconds; give a time such as 0.5")
         if end <= start:
             raise TimelineError(f"{where}: end {end:g} s is not after start {start:g} s; drag the bar's ends apart")
         bars.append(Bar(tag, float(start), float(end)))

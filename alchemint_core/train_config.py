@@ -103,14 +103,14 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"training config: unknown options {unknown}; see --help for the list")
+            raise ValueError(f"training config: unknown options {unknown}; check the spelling (train --help lists every option)")
         return cls(**d)
 
 
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
+        raise ValueError(f"config file {path} does not exist; check the path given to --config")
     text = path.read_text()
     try:
         if path.suffix == ".toml":

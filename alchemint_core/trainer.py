@@ -16,9 +16,10 @@ import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from .config import AdapterConfig, CheckpointError, WanConfig
-from .files import SafetensorsFile, atomic_write, save_safetensors
+from .files import SafetensorsFile, atomic_write, remove_temporaries, save_safetensors
 from .latents import LatentFormat, read_latent_format
 from .loading import init_tag_mlp_from_text_embedding, load_model, save_adapter, save_model
+from .memory import TRAINING_OPTIONS, explain_out_of_memory
 from .model import WanModel
 from .plotting import line_plot
 from .train_config import TrainConfig
@@ -213,6 +214,9 @@ class Trainer:
         return path
 
     def resume(self) -> None:
+        if self.dist.main:  # writes a kill cut short; only the main process writes here
+            for folder in (self.out, self.out / CKPT_DIR):
+                remove_temporaries(folder)
         for path in reversed(self.checkpoint_paths()):
             try:
                 f = SafetensorsFile(path)
@@ -289,7 +293,8 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         loss, interrupted, t0 = math.nan, False, time.perf_counter()
         while self.step < cfg.steps:
-            loss = self.train_step()
+            with explain_out_of_memory(f"training step {self.step + 1}", TRAINING_OPTIONS):
+                loss = self.train_step()
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {self.step}; lower lr_new/lr_base or enable "
                                          f"max_grad_norm, then resume from the last checkpoint")

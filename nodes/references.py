@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from alchemint_core.dataset import short
 from alchemint_core.subjects import Subject, make_subject
 
 from .models import CATEGORY
@@ -53,7 +54,7 @@ class ReferenceLoader:
         }}
 
     def load(self, image, tag, vae, clip, mask=None, mask_means=MASK_MEANINGS[0], references=None):
-        where = f"Reference Loader '{tag}'" if isinstance(tag, str) and tag.strip() else "Reference Loader"
+        where = f"Reference Loader '{short(tag, 40)}'" if isinstance(tag, str) and tag.strip() else "Reference Loader"
         if mask_means not in MASK_MEANINGS:
             raise ValueError(f"{where}: mask_means must be one of {MASK_MEANINGS}")
         if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[0] > 1:

@@ -59,9 +59,10 @@ def test_subject_option_parses(text, expect):
     assert (s.tag, s.start, s.end) == expect
 
 
-@pytest.mark.parametrize("bad", ["red ring", "red ring:1", "red ring:a-b", ":0-1"])
-def test_bad_subject_options_explain_the_format(bad):
-    with pytest.raises(ValueError, match="TAG:START-END"):
+@pytest.mark.parametrize("bad, match", [("red ring", "TAG:START-END"), ("red ring:1", "TAG:START-END"),
+                                        ("red ring:a-b", "TAG:START-END"), (":0-1", "tag is empty")])
+def test_bad_subject_options_explain_the_format(bad, match):
+    with pytest.raises(ValueError, match=match):
         parse_subject(bad)
 
 

@@ -135,15 +135,16 @@ def test_frame_counts_must_be_4k_plus_1(bad):
 
 
 def test_too_short_intervals_are_widened_about_their_midpoint():
-    t_l, t_r = interval_to_latent(1.0, 1.05, 16, 81, min_half_length=0.5)
+    t_l, t_r = interval_to_latent(1.0, 1.125, 16, 81, min_half_length=0.5)  # two frames: half a latent frame
     assert t_r - t_l == pytest.approx(1.0)
-    assert (t_l + t_r) / 2 == pytest.approx((1.0 + 1.05) / 2 * 16 / 4)
+    assert (t_l + t_r) / 2 == pytest.approx((1.0 + 1.125) / 2 * 16 / 4)
     assert widen(2.0, 6.0, 0.5) == (2.0, 6.0)
 
 
 @pytest.mark.parametrize("start,end,match", [(2.0, 1.0, "not after"), (1.0, 1.0, "not after"),
                                              (float("nan"), 1.0, "finite"), (0.0, float("inf"), "finite"),
-                                             (-1.0, 1.0, "outside"), (0.0, 99.0, "outside")])
+                                             (-1.0, 1.0, "outside"), (0.0, 99.0, "outside"),
+                                             (1.0, 1.05, "shorter than one frame")])
 def test_bad_intervals_are_rejected_with_the_fix(start, end, match):
     with pytest.raises(IntervalError, match=match):
         interval_to_latent(start, end, 16, 81, name="subject 'dog'")

@@ -17,7 +17,7 @@ from ..intervals import IntervalError, interval_to_latent
 from ..loading import load_model
 from ..native import DemoCLIP, DemoVAE, conditioning_tensors
 from ..sampling import StepCallback
-from ..subjects import make_subject
+from ..subjects import check_tag, make_subject
 from ..synthetic import COLOURS, SHAPES, Appearance, render_reference
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -51,18 +51,21 @@ class DemoResult:
     seconds: float
 
 
-SUBJECT_RE = re.compile(r"^\s*(?P<tag>[^:]+?)\s*:\s*(?P<start>[-+0-9.eE]+)\s*-\s*(?P<end>[-+0-9.eE]+)\s*$")
+NUMBER = r"[-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|nan|inf|infinity)"
+SUBJECT_RE = re.compile(rf"^\s*(?P<tag>[^:]*?)\s*:\s*(?P<start>{NUMBER})\s*-\s*(?P<end>{NUMBER})\s*$", re.IGNORECASE)
 
 
 def parse_subject(text: str) -> Subject:
     """'red ring:0.5-2.0' -> Subject('red ring', 0.5, 2.0)."""
     m = SUBJECT_RE.match(text)
     if not m:
-        raise ValueError(f"--subject {text!r}: write TAG:START-END in seconds, e.g. --subject \"red ring:0.5-2.0\"")
+        raise ValueError(f"--subject {text[:80]!r}: write TAG:START-END in seconds, e.g. --subject \"red ring:0.5-2.0\"")
     try:
-        return Subject(" ".join(m["tag"].split()), float(m["start"]), float(m["end"]))
-    except ValueError:
-        raise ValueError(f"--subject {text!r}: START and END must be numbers of seconds") from None
+        tag = check_tag(m["tag"])
+        start, end = float(m["start"]), float(m["end"])
+    except ValueError as err:
+        raise ValueError(f"--subject {text[:80]!r}: {err}") from None
+    return Subject(tag, start, end)
 
 
 def appearance_of(tag: str) -> Appearance:
