@@ -322,6 +322,31 @@ def demo_end_to_end(steps: int = 40) -> list[Figure]:
     return [Figure("demo video, 40 steps with guidance", sec, "", "s"), demo_training()]
 
 
+def repeated_generations(count: int = 50, steps: int = 40, seeds: int = 5) -> list[Figure]:
+    """Load: `count` demo videos in one process, seeds cycling through `seeds` values. Resident memory after the
+    first video against after the last, and whether every repeat of a seed gave the same frames."""
+    import numpy as np
+
+    from .demo.pipeline import DemoPipeline, Subject
+    pipe = DemoPipeline()
+    subjects = [Subject("red ring", 0.0, 1.0), Subject("blue star", 1.0, 2.1)]
+    first, rss, same = {}, [], []
+    for i in range(count):
+        frames = pipe.generate(subjects, steps=steps, seed=i % seeds).frames
+        rss.append(rss_bytes())
+        if i < seeds:
+            first[i] = frames
+        else:
+            same.append(bool(np.array_equal(frames, first[i % seeds])))
+    growth = (max(rss[1:]) - rss[0]) / 2 ** 20 if count > 1 else 0.0
+    detail = {"videos": count, "steps": steps, "rss_after_first_mb": rss[0] / 2 ** 20,
+              "rss_after_last_mb": rss[-1] / 2 ** 20, "rss_max_mb": max(rss) / 2 ** 20}
+    return [Figure(f"{count} demo videos in one process, memory growth after the first", growth, "<= 20", "MB",
+                   detail),
+            Figure(f"{count} demo videos, repeats of a seed identical", sum(same) / max(len(same), 1), ">= 1", "share",
+                   {"repeats": len(same)})]
+
+
 def demo_training(steps: int = 12, batch: int = 8) -> Figure:
     from .cache import CacheConfig, build_cache
     from .demo.data import write_demo_dataset
@@ -372,6 +397,7 @@ def run_all(quick: bool = False, comfyui_dir: str | None = None, report: Callabl
         "loading": lambda: loading(WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2) if quick else WanConfig()),
         "scaling": lambda: scaling((2, 3), (0, 2), 8) if quick else scaling(),
         "demo": lambda: demo_end_to_end(2 if quick else 40),
+        "load": lambda: repeated_generations(6 if quick else 50, 2 if quick else 40),
     }
     if comfyui_dir:
         jobs["comfyui"] = lambda: against_comfyui(comfyui_dir, (2, 8, 8) if quick else (5, 16, 16), 1 if quick else 9)

@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     bench.add_argument("--comfyui", help="a ComfyUI checkout to time its Wan model against ours (default: $COMFYUI_DIR)")
     bench.add_argument("--only", action="append", choices=["references", "guidance", "limit", "compile", "loading",
-                                                           "scaling", "demo", "comfyui"], help="run only these parts (repeatable)")
+                                                           "scaling", "demo", "load", "comfyui"], help="run only these parts (repeatable)")
     bench.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks the command, not the machine")
     bench.set_defaults(func=cmd_bench)
 

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .files import atomic_write
+from .files import atomic_write, read_small_text
 from .intervals import IntervalError, latent_frame_count
 from .media import write_video
 
@@ -237,8 +237,14 @@ def read_sample_json(folder: Path) -> dict:
     if not path.is_file():
         raise DatasetError(f"{folder}: no {SAMPLE_FILE}; every sample folder needs one (see the dataset format)")
     try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        text = read_small_text(path, SAMPLE_FILE)
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except ValueError as err:  # too big
+        raise DatasetError(str(err)) from None
+    try:
+        spec = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
         raise DatasetError(f"{path}: not valid JSON ({err}); fix the syntax") from None
     if not isinstance(spec, dict):
         raise DatasetError(f"{path}: must hold a JSON object with 'video' and 'caption'; not {type(spec).__name__}")

@@ -36,6 +36,20 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+MAX_TEXT_BYTES = 1 << 20
+
+
+def read_small_text(path: str | os.PathLike, what: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """A JSON/TOML/YAML file a user hands over (config, prompts, sample.json), refused above `limit` bytes before
+    a byte of it is parsed: such files hold a few settings, a huge one is the wrong file or hostile."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"{what} {path} is {size / 2**20:.1f} MB, more than the {limit // 1024} KB such a file "
+                         f"needs; check that it is the right file")
+    return path.read_text(encoding="utf-8")
+
+
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete what atomic_write calls cut short by a kill left in folder (never read: they are not the file's
     name). Call it only where no other process is writing into folder."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 TEMPORAL_COMPRESSION = 4
+MAX_FRAMES = 1025  # ~1 min at Wan's 16 fps, 13x the 81 frames Wan 2.1 was trained on
 
 
 class IntervalError(ValueError):
@@ -17,15 +18,15 @@ class IntervalError(ValueError):
 def latent_frame_count(num_frames: int) -> int:
     """T for N pixel frames; N must be 4k+1."""
     if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1 \
-            or (num_frames - 1) % TEMPORAL_COMPRESSION:
-        raise IntervalError(f"frame count {num_frames!r} must be 4k+1 (1, 5, 9, ..., 81) for Wan's causal VAE; "
-                            f"use {nearest_valid_frame_count(num_frames)}")
+            or (num_frames - 1) % TEMPORAL_COMPRESSION or num_frames > MAX_FRAMES:
+        raise IntervalError(f"frame count {num_frames!r:.40} must be 4k+1 (1, 5, 9, ..., 81) up to {MAX_FRAMES} for "
+                            f"Wan's causal VAE; use {nearest_valid_frame_count(num_frames)}")
     return (num_frames - 1) // TEMPORAL_COMPRESSION + 1
 
 
 def nearest_valid_frame_count(num_frames) -> int:
     try:
-        n = max(1, int(round(float(num_frames))))
+        n = min(max(1, int(round(float(num_frames)))), MAX_FRAMES)
     except (TypeError, ValueError, OverflowError):
         return 17
     return TEMPORAL_COMPRESSION * round((n - 1) / TEMPORAL_COMPRESSION) + 1

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import read_small_text
+
 MODES = ("lora", "full", "adapter-only")
 PRECISIONS = ("auto", "bf16", "fp32")
 TIMESTEP_SAMPLING = ("logit-normal", "shifted-uniform")
@@ -111,7 +113,7 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist; check the path given to --config")
-    text = path.read_text()
+    text = read_small_text(path, "config file")
     try:
         if path.suffix == ".toml":
             return tomllib.loads(text)

@@ -60,17 +60,23 @@ def list_files(kind: str) -> list[str]:
     return sorted(out)
 
 
+def relative_name(name: str, what: str, where: str) -> Path:
+    """A name from a workflow as a path that stays inside its folder: no absolute paths, drives or '..'. The
+    check is on the name itself, so files the user linked into a folder (symlinks) still work."""
+    if not isinstance(name, str) or not name.strip() or "\0" in name:
+        raise ValueError(f"{what}: nothing chosen; pick a name from {where}")
+    rel = Path(name)
+    if rel.is_absolute() or rel.drive or ".." in rel.parts:
+        raise ValueError(f"{what}: '{name[:100]}' is not a file name inside {where}; pick one from the list")
+    return rel
+
+
 def resolve(kind: str, name: str, what: str) -> Path:
     """The file `name` inside one of the `kind` model folders; names that leave the folder are refused."""
-    if not isinstance(name, str) or not name or "\0" in name:
-        raise ValueError(f"{what}: no file chosen; pick one from models/{kind}")
-    rel = Path(name)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"{what}: '{name}' is not a file name inside models/{kind}; pick one from the list")
+    rel = relative_name(name, what, f"models/{kind}")
     for root in folders(kind):
-        path = (root / rel).resolve()
-        if path.is_relative_to(root.resolve()) and path.is_file():
-            return path
+        if (root / rel).is_file():
+            return root / rel
     raise ValueError(f"{what}: '{name}' is not in models/{kind} ({', '.join(str(f) for f in folders(kind))}); "
                      "put the file there and refresh")
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from alchemint_core.cache import CacheConfig, build_cache
 from alchemint_core.demo.pipeline import ENCODERS_FILE
+from alchemint_core.files import atomic_write
 from alchemint_core.latents import WAN21
 from alchemint_core.native import DemoVAE, TextEncoderAdapter, VideoEncoderAdapter
 from alchemint_core.train_config import TrainConfig, read_config_file
@@ -44,11 +45,8 @@ def input_folder(name: str, what: str) -> Path:
     """A dataset folder inside ComfyUI's input directory (never outside it)."""
     fp = bridge.folder_paths()
     root = Path(fp.get_input_directory() if fp is not None else bridge.SEARCH_PATHS.get("input", [Path("input")])[0])
-    rel = Path(name) if isinstance(name, str) and name else None
-    if rel is None or rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"{what} '{name}' must be a folder name inside ComfyUI's input directory ({root})")
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_dir():
+    path = root / bridge.relative_name(name, what, f"ComfyUI's input directory ({root})")
+    if not path.is_dir():
         raise ValueError(f"{what} '{name}' is not a folder in ComfyUI's input directory ({root}); put the dataset "
                          "there (one sub-folder with a sample.json per video)")
     return path
@@ -191,8 +189,7 @@ class AdapterTrainer:
             raise cancelled[0]  # stopped by Cancel: the checkpoint is written, report the interruption
         bridge.check_interrupted()
         target = bridge.output_folder(bridge.MODEL_FOLDER) / f"{name}.safetensors"
-        shutil.copyfile(result.output, target.with_suffix(".tmp"))
-        target.with_suffix(".tmp").replace(target)
+        atomic_write(target, lambda tmp: shutil.copyfile(result.output, tmp))  # a cut-short copy keeps the old file
         plot = run / "loss.png"
         img = image_tensor(Image.open(plot)) if plot.is_file() else torch.zeros(1, 64, 64, 3)
         return {"ui": {"text": [f"{result.steps} steps, last loss {result.last_loss:.4f}: {target}"]},

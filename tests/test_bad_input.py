@@ -183,6 +183,11 @@ def unreadable_video(folder: Path) -> None:
     (folder / "sample.json").write_text(json.dumps({**spec, "video": "video.mp4"}))
 
 
+def huge_sample_json(folder: Path) -> None:
+    spec = json.loads((folder / "sample.json").read_text())
+    (folder / "sample.json").write_text(json.dumps({**spec, "notes": "x" * (3 << 20)}))
+
+
 def prompts_file(env: Env, content: str) -> str:
     return str(write(env, "prompts.json", content.encode()))
 
@@ -315,7 +320,15 @@ CASES = [
     Case("dataset-missing-folder", lambda e: cli_error(e, "cache", "--data", str(e.tmp / "none"), "--out",
                                                        str(e.tmp / "out"), "--encoders", str(ENCODERS_FILE)),
          r"none: no such dataset folder", r"give the folder"),
+    Case("dataset-oversized-sample-json", lambda e: cli_error(e, *dataset(e, huge_sample_json)),
+         r"sample\.json .* MB, more than the 1024 KB", r"check that it is the right file"),
     # ---- config and prompt files ----
+    Case("cli-oversized-config-file", lambda e: cli_error(e, "train", "--config", str(write(
+        e, "big.json", b'{"steps": 1, "pad": "' + b"x" * (2 << 20) + b'"}'))), r"config file .*big\.json is 2\.0 MB",
+         r"check that it is the right file"),
+    Case("cli-oversized-prompts-file", lambda e: cli_error(e, "evaluate", "--prompts", prompts_file(
+        e, "[" + ",".join(['{"subjects": [{"tag": "red star", "start": 0, "end": 1}]}'] * 30_000) + "]"),
+        "--out", str(e.tmp / "out" / "r.json")), r"--prompts .*prompts\.json is 1\.\d MB", r"check that it is the right file"),
     Case("cli-unknown-training-option", lambda e: cli_error(e, "train", "--set", "stepz=3"), r"unknown options \['stepz'\]",
          r"check the spelling"),
     Case("cli-missing-config-file", lambda e: cli_error(e, "train", "--config", str(e.tmp / "none.toml")),

@@ -141,6 +141,59 @@ def test_interrupted_sampling_stops_within_a_step_and_the_next_run_works(server)
     assert result["status"]["status_str"] == "success"
 
 
+def test_ten_workflows_queued_at_once_all_complete(server):
+    """Load: ten demo runs posted back to back, before the first finishes; every one succeeds with its own video,
+    and runs with the same seed give the same frames."""
+    import av
+    import numpy as np
+    wf = json.loads((ROOT / "tests" / "data" / "demo_api_prompt.json").read_text())
+    ids = []
+    for i in range(10):
+        wf["11"]["inputs"].update(steps=4, seed=200 + i % 5)
+        status, body = server.post_prompt(json.loads(json.dumps(wf)))
+        assert status == 200, body
+        ids.append(body["prompt_id"])
+    assert len(server.get("/queue")["queue_pending"]) + len(server.get("/queue")["queue_running"]) >= 5
+    frames = []
+    for prompt_id in ids:
+        result = server.wait_history(prompt_id, timeout=600)
+        assert result["status"]["status_str"] == "success", result["status"]
+        video = next(f for o in result["outputs"].values() for f in o.get("images", []) if f["filename"].endswith(".mp4"))
+        with av.open(str(server.base / "output" / video["subfolder"] / video["filename"])) as c:
+            frames.append(np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]))
+    assert len({id(f) for f in frames}) == 10 and all(len(f) == 17 for f in frames)
+    for i in range(5):
+        assert np.array_equal(frames[i], frames[i + 5])  # same seed, same video
+    assert not np.array_equal(frames[0], frames[1])
+
+
+def test_hostile_tags_and_timeline_values_stay_text(server, tmp_path):
+    """Security: a tag or timeline value holding markup or script is drawn as text; nothing runs, nothing is
+    injected into the page, no prototype is polluted."""
+    pw, ctx, page = open_page(server, tmp_path / "profile")
+    try:
+        load_workflow(page, demo_workflow())
+        hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+        page.evaluate("t => { const n = app.graph._nodes.find(n => n.type === 'AlcheMinTReferenceLoader'); "
+                      "n.widgets.find(w => w.name === 'tag').value = t; }", hostile)
+        page.wait_for_timeout(1000)  # the widget follows its subjects' tags every 250 ms
+        assert hostile in [s["tag"] for s in timeline_value(page)]
+        value = json.dumps({"subjects": [{"tag": hostile, "start": 0, "end": 1}, {"tag": "x", "start": 1, "end": 9}]})
+        value = value[:-1] + ', "__proto__": {"polluted": 1}}'
+        page.evaluate("([id, v]) => { const n = app.graph.getNodeById(id); "
+                      "n.widgets.find(w => w.name === 'timeline').value = v; n.alchemintTimeline.sync(true); }",
+                      [TIMELINE_NODE, value])
+        page.wait_for_timeout(500)
+        bars = page.evaluate("id => app.graph.getNodeById(id).alchemintTimeline.state.bars", TIMELINE_NODE)
+        assert bars[0]["tag"] == hostile and all(0 <= b["start"] < b["end"] <= 2.125 for b in bars), bars
+        assert page.evaluate("() => [window.__pwned ?? null, ({}).polluted ?? null, "
+                             "document.querySelectorAll('img[src=\"x\"]').length, "
+                             "document.querySelectorAll('.alchemint-timeline *').length]") == [None, None, 0, 2]
+        assert page.errors == []
+    finally:
+        close_page(pw, ctx)
+
+
 @pytest.fixture(scope="module")
 def pinned_server():
     from workflow_builder import WAN_MODEL_FILES

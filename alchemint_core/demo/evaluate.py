@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import SafetensorsFile, save_safetensors
+from ..files import SafetensorsFile, read_small_text, save_safetensors
 from ..metrics import mean_ci, predicted_interval, t_iou, t_l2
 from ..synthetic import Appearance, appearances, pick_appearances, random_subject, render_video
 from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier
-from .pipeline import FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject, appearance_of
+from .pipeline import FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject, appearance_of, check_subjects
 
 CLASSIFIER_FILE = WEIGHTS / "shape_classifier.safetensors"
 ABLATIONS = {name: WEIGHTS / "ablations" / f"{name}.safetensors" for name in ("werope", "mid", "none", "avg",
@@ -63,15 +63,19 @@ def heldout_prompts(count: int = 100, seed: int = 1234, frames: int = FRAMES, fp
 def load_prompts(path: str | Path) -> list[Prompt]:
     """A JSON list: [{"subjects": [{"tag": "red star", "start": 0.5, "end": 1.5}, ...], "seed": 3}, ...]."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_small_text(path, "--prompts"))
         prompts = [Prompt([PromptSubject(str(s["tag"]), float(s["start"]), float(s["end"])) for s in p["subjects"]],
                           int(p.get("seed", i))) for i, p in enumerate(data)]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as err:
         raise ValueError(f"--prompts {path}: expected a JSON list of {{\"subjects\": [{{\"tag\", \"start\", \"end\"}}], "
                          f"\"seed\"}} objects ({err})") from None
-    for p in prompts:
-        for s in p.subjects:
-            appearance_of(s.tag)  # a tag the detector can look for
+    try:  # checked before the detector is validated or a video made
+        for p in prompts:
+            for s in p.subjects:
+                appearance_of(s.tag)  # a tag the detector can look for
+            check_subjects([Subject(s.tag, s.start, s.end) for s in p.subjects], FRAMES, FPS)
+    except ValueError as err:
+        raise ValueError(f"--prompts {path}: {err}") from None
     return prompts
 
 
