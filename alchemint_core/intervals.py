@@ -46,14 +46,17 @@ def check_fps(fps: float) -> None:
 def seconds_to_latent(seconds: float, fps: float, num_frames: int) -> float:
     """Latent time of a moment in seconds; the clip's start maps to 0 and its end to T-1."""
     check_fps(fps)
-    t_last = latent_frame_count(num_frames) - 1
+    return clamped_latent(seconds, fps, latent_frame_count(num_frames) - 1)
+
+
+def clamped_latent(seconds: float, fps: float, t_last: int) -> float:
     return min(max(seconds * fps / TEMPORAL_COMPRESSION, 0.0), float(t_last))
 
 
 def interval_to_latent(start: float, end: float, fps: float, num_frames: int, min_half_length: float = 0.5,
                        name: str = "interval") -> tuple[float, float]:
     """(t_l, t_r) in latent frames for an interval in seconds, widened to at least 2*min_half_length."""
-    latent_frame_count(num_frames)
+    t_last = latent_frame_count(num_frames) - 1  # checked once here: this runs per subject of every batch
     duration = clip_duration(num_frames, fps)
     for label, v in (("start", start), ("end", end)):
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
@@ -67,9 +70,7 @@ def interval_to_latent(start: float, end: float, fps: float, num_frames: int, mi
     if end - start < (1 - 1e-6) / fps:  # shorter than one frame: nothing could show it
         raise IntervalError(f"{name}: [{start:g}, {end:g}] s is shorter than one frame ({1 / fps:g} s at {fps:g} fps); "
                             f"make it at least one frame long")
-    t_l = seconds_to_latent(start, fps, num_frames)
-    t_r = seconds_to_latent(end, fps, num_frames)
-    return widen(t_l, t_r, min_half_length)
+    return widen(clamped_latent(start, fps, t_last), clamped_latent(end, fps, t_last), min_half_length)
 
 
 def widen(t_l: float, t_r: float, min_half_length: float) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """Out of GPU memory: the allocator's error rewritten into one that names the options which need less memory.
 
-The raised error is still a torch.cuda.OutOfMemoryError (torch.OutOfMemoryError), so hosts that react to that type (ComfyUI unloads its models
-and shows its own tips) keep doing so; only the message gains what to change in this pack.
+The raised error is still a torch.cuda.OutOfMemoryError (= torch.OutOfMemoryError), so hosts that react to that
+type (ComfyUI unloads its models and shows its own tips) keep doing so; only the message gains what to change.
 """
 from __future__ import annotations
 

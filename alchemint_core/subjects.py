@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .dataset import crop_reference
+from .dataset import crop_reference, short
 from .intervals import interval_to_latent
 from .latents import LatentFormat
 from .native import encode_image, encode_text, stack_embeddings
@@ -42,7 +42,7 @@ def check_tag(tag: Any) -> str:
         raise SubjectError("word tag is empty; name the subject, e.g. 'red ring' or 'the dog'")
     tag = " ".join(tag.split())
     if len(tag) > MAX_TAG_CHARS:
-        raise SubjectError(f"word tag '{tag[:40]}...' is {len(tag)} characters; keep it under {MAX_TAG_CHARS} "
+        raise SubjectError(f"word tag '{short(tag, 43)}' is {len(tag)} characters; keep it under {MAX_TAG_CHARS} "
                            "(a few words naming the subject)")
     return tag
 
