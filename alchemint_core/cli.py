@@ -174,6 +174,18 @@ def cmd_make_demo_data(args) -> int:
 DEMO_SUBJECTS = ["red ring:0.0-1.2", "yellow star:0.8-2.1"]
 
 
+def demo_guidance(args):
+    """--ref-scale / --text-scale over the shipped model's defaults (checked before any work)."""
+    from .demo.pipeline import DEFAULT_GUIDANCE
+    from .guidance import Guidance
+    ref = DEFAULT_GUIDANCE.ref_scale if args.ref_scale is None else args.ref_scale
+    text = DEFAULT_GUIDANCE.text_scale if args.text_scale is None else args.text_scale
+    try:
+        return Guidance(ref_scale=ref, text_scale=text)
+    except ValueError as err:
+        raise ValueError(f"--ref-scale/--text-scale: {err}") from None
+
+
 def cmd_demo(args) -> int:
     from .demo.pipeline import DemoPipeline, check_subjects, parse_subject
     from .media import check_video_path, strip_image, write_video
@@ -185,8 +197,10 @@ def cmd_demo(args) -> int:
     strip_path = Path(args.strip) if args.strip else out.with_suffix(".png")
     if strip_path.suffix.lower() != ".png" or strip_path.resolve() == out.resolve():
         raise ValueError(f"--strip {strip_path}: the strip image is a .png file beside the video")
+    guidance = demo_guidance(args)
     pipe = DemoPipeline(args.model, args.encoders)
-    result = pipe.generate(subjects, args.prompt, args.seed, args.steps, args.shift, args.mode, args.frames, args.fps)
+    result = pipe.generate(subjects, args.prompt, args.seed, args.steps, args.shift, args.mode, args.frames, args.fps,
+                           guidance)
     write_video(result.frames, out, args.fps, scale=args.scale)
     strip_image(result.frames, result.references, [s.tag for s in subjects], [(s.start, s.end) for s in subjects],
                 args.fps).save(strip_path)
@@ -201,6 +215,7 @@ def cmd_evaluate(args) -> int:
                                 markdown_table, score, validate_detector, write_results)
     from .demo.pipeline import ENCODERS_FILE, MODEL_FILE, DemoPipeline
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    guidance = demo_guidance(args)  # checked, like the prompts, before the detector is validated
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed)
     detector = load_detector()
     t0 = time.perf_counter()
@@ -215,16 +230,17 @@ def cmd_evaluate(args) -> int:
     for name, path in models:
         pipe = DemoPipeline(path, args.encoders or ENCODERS_FILE)
         rows.append(score(pipe, prompts, detector, name, steps=args.steps, timing_in_prompt=name == "prompt-only",
-                          rope_overrides=overrides or None))
+                          rope_overrides=overrides or None, guidance=guidance))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         if name == "shipped" and not args.no_ablations:
             rows.append(score(pipe, prompts, detector, "shipped, wrong reference", steps=args.steps,
-                              wrong_reference=True))
+                              wrong_reference=True, guidance=guidance))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown_table(rows))
     write_results(rows, args.out, {"detector_t_iou": detector_iou, "prompts": len(prompts), "seed": args.seed,
-                                   "steps": args.steps, "subjects": sum(len(p.subjects) for p in prompts)})
+                                   "steps": args.steps, "ref_scale": guidance.ref_scale,
+                                   "text_scale": guidance.text_scale, "subjects": sum(len(p.subjects) for p in prompts)})
     print(f"\nresults: {args.out}")
     return 0
 
@@ -270,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--encoders", help="another demo-encoders file (default: the shipped one)")
     demo.add_argument("--frames", type=int, default=17, help="frames, 4k+1 (default 17)")
     demo.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
+    demo.add_argument("--ref-scale", type=float, help="reference guidance scale (default: the shipped model's, 2.0)")
+    demo.add_argument("--text-scale", type=float, help="text guidance scale (default: the shipped model's, 3.0)")
     demo.add_argument("--strip", help="strip image path (default: the video's path with .png)")
     demo.add_argument("--scale", type=int, default=4, help="upscale the 64x64 frames in the video file (default 4)")
     demo.set_defaults(func=cmd_demo)
@@ -289,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
     ev.add_argument("--w-edge", type=float, help="override WeRoPE's edge weight at sampling (werope models; a sweep)")
     ev.add_argument("--edge-offset", type=float, help="override WeRoPE's edge offset in latent frames at sampling")
+    ev.add_argument("--ref-scale", type=float, help="reference guidance scale (default: the shipped model's, 2.0)")
+    ev.add_argument("--text-scale", type=float, help="text guidance scale (default: the shipped model's, 3.0)")
     ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     ev.set_defaults(func=cmd_evaluate)

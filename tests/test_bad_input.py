@@ -69,6 +69,10 @@ def demo_error(env: Env, *argv: str) -> str:
     return cli_error(env, "demo", "--out", str(env.tmp / "out" / "v.mp4"), *argv)
 
 
+def evaluate_error(env: Env, *argv: str) -> str:
+    return cli_error(env, "evaluate", "--out", str(env.tmp / "out" / "e.json"), *argv)
+
+
 def node_error(call: Callable[[], object]) -> str:
     with pytest.raises(ValueError) as info:
         call()
@@ -250,6 +254,10 @@ CASES = [
          r"multiple of 16"),
     Case("cli-zero-steps", lambda e: demo_error(e, "--steps", "0"), r"steps 0", r"from 1 to 1000"),
     Case("cli-huge-steps", lambda e: demo_error(e, "--steps", "100000000"), r"steps 100000000", r"from 1 to 1000"),
+    Case("cli-nan-ref-scale", lambda e: demo_error(e, "--ref-scale", "nan"), r"--ref-scale.*ref_scale nan",
+         r"finite number in \[0, 100\]"),
+    Case("cli-negative-text-scale", lambda e: evaluate_error(e, "--text-scale", "-1"), r"--text-scale.*text_scale -1",
+         r"finite number in \[0, 100\]"),
     Case("cli-nan-shift", lambda e: demo_error(e, "--shift", "nan"), r"shift nan", r"must be a number in"),
     Case("node-huge-steps", lambda e: node_error(lambda: sample(e, steps=5000)), r"steps 5000", r"from 1 to 1000"),
     Case("node-negative-guidance", lambda e: node_error(lambda: sample(e, ref_scale=-1.0)), r"ref_scale -1",
