@@ -187,12 +187,12 @@ def demo_guidance(args):
 
 
 def cmd_demo(args) -> int:
-    from .demo.pipeline import DemoPipeline, check_subjects, parse_subject
+    from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS, DemoPipeline, check_subjects, parse_subject
     from .media import check_video_path, strip_image, write_video
     from .sampling import check_steps_shift
     subjects = [parse_subject(s) for s in (args.subject or DEMO_SUBJECTS)]
     check_subjects(subjects, args.frames, args.fps)
-    check_steps_shift(args.steps, args.shift)
+    check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
     out = check_video_path(args.out, args.scale)
     strip_path = Path(args.strip) if args.strip else out.with_suffix(".png")
     if strip_path.suffix.lower() != ".png" or strip_path.resolve() == out.resolve():
@@ -215,6 +215,9 @@ def cmd_evaluate(args) -> int:
                                 markdown_table, score, validate_detector, write_results)
     from .demo.pipeline import ENCODERS_FILE, MODEL_FILE, DemoPipeline
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS
+    from .sampling import check_steps_shift
+    check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
     guidance = demo_guidance(args)  # checked, like the prompts, before the detector is validated
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed)
     detector = load_detector()
@@ -230,16 +233,16 @@ def cmd_evaluate(args) -> int:
     for name, path in models:
         pipe = DemoPipeline(path, args.encoders or ENCODERS_FILE)
         rows.append(score(pipe, prompts, detector, name, steps=args.steps, timing_in_prompt=name == "prompt-only",
-                          rope_overrides=overrides or None, guidance=guidance))
+                          rope_overrides=overrides or None, guidance=guidance, shift=args.shift))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         if name == "shipped" and not args.no_ablations:
             rows.append(score(pipe, prompts, detector, "shipped, wrong reference", steps=args.steps,
-                              wrong_reference=True, guidance=guidance))
+                              wrong_reference=True, guidance=guidance, shift=args.shift))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown_table(rows))
     write_results(rows, args.out, {"detector_t_iou": detector_iou, "prompts": len(prompts), "seed": args.seed,
-                                   "steps": args.steps, "ref_scale": guidance.ref_scale,
+                                   "steps": args.steps, "shift": args.shift, "ref_scale": guidance.ref_scale,
                                    "text_scale": guidance.text_scale, "subjects": sum(len(p.subjects) for p in prompts)})
     print(f"\nresults: {args.out}")
     return 0
@@ -304,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate these checkpoints instead of the shipped model and its ablations (repeatable)")
     ev.add_argument("--encoders", help="demo-encoders file (default: the shipped one)")
     ev.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
+    ev.add_argument("--shift", type=float, default=3.0, help="noise schedule shift (default 3.0)")
     ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
     ev.add_argument("--w-edge", type=float, help="override WeRoPE's edge weight at sampling (werope models; a sweep)")
     ev.add_argument("--edge-offset", type=float, help="override WeRoPE's edge offset in latent frames at sampling")

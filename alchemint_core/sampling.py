@@ -16,11 +16,12 @@ DEFAULT_SHIFT = 5.66
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
-def check_steps_shift(steps: int, shift: float) -> None:
+def check_steps_shift(steps: int, shift: float, defaults: tuple[int, float] = (DEFAULT_STEPS, DEFAULT_SHIFT)) -> None:
+    """defaults: the (steps, shift) the error suggests (Wan's here; the demo model's from its commands)."""
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
-        raise ValueError(f"steps {steps!r} must be an integer from 1 to 1000 (default {DEFAULT_STEPS})")
+        raise ValueError(f"steps {steps!r} must be an integer from 1 to 1000 (default {defaults[0]})")
     if not (isinstance(shift, (int, float)) and math.isfinite(shift) and 0 < shift <= 100):
-        raise ValueError(f"shift {shift!r} must be a number in (0, 100] (default {DEFAULT_SHIFT})")
+        raise ValueError(f"shift {shift!r} must be a number in (0, 100] (default {defaults[1]})")
 
 
 def sigma_schedule(steps: int = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT) -> torch.Tensor:

@@ -258,6 +258,8 @@ CASES = [
          r"finite number in \[0, 100\]"),
     Case("cli-negative-text-scale", lambda e: evaluate_error(e, "--text-scale", "-1"), r"--text-scale.*text_scale -1",
          r"finite number in \[0, 100\]"),
+    Case("cli-evaluate-zero-shift", lambda e: evaluate_error(e, "--shift", "0"), r"shift 0\.0",
+         r"\(0, 100\] \(default 3\.0\)"),
     Case("cli-nan-shift", lambda e: demo_error(e, "--shift", "nan"), r"shift nan", r"must be a number in"),
     Case("node-huge-steps", lambda e: node_error(lambda: sample(e, steps=5000)), r"steps 5000", r"from 1 to 1000"),
     Case("node-negative-guidance", lambda e: node_error(lambda: sample(e, ref_scale=-1.0)), r"ref_scale -1",

@@ -18,7 +18,7 @@ from ..metrics import mean_ci, predicted_interval, t_iou, t_l2
 from ..synthetic import Appearance, appearances, pick_appearances, random_subject, render_video
 from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier
 from ..guidance import Guidance
-from .pipeline import DEFAULT_GUIDANCE, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject, appearance_of, check_subjects
+from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SHIFT, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject, appearance_of, check_subjects
 
 CLASSIFIER_FILE = WEIGHTS / "shape_classifier.safetensors"
 ABLATIONS = {name: WEIGHTS / "ablations" / f"{name}.safetensors" for name in ("werope", "mid", "none", "avg",
@@ -125,7 +125,8 @@ class Scores:
 
 def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
           wrong_reference: bool = False, steps: int = 40, timing_in_prompt: bool = False,
-          rope_overrides: dict | None = None, guidance: Guidance = DEFAULT_GUIDANCE) -> Scores:
+          rope_overrides: dict | None = None, guidance: Guidance = DEFAULT_GUIDANCE,
+          shift: float = DEFAULT_SHIFT) -> Scores:
     """Generate every prompt and score it. wrong_reference: each subject gets the reference image of another
     held-out appearance (tags unchanged): the baseline that shows identity comes from the references.
     timing_in_prompt: write the intervals into the caption, as the prompt-only ablation was trained."""
@@ -144,8 +145,8 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
                 s.image, s.mask = pipe.reference(Subject(alt.tag, 0, 1), p.seed)
         prompt = (" and ".join(f"a {s.tag} from {s.start:.1f} s to {s.end:.1f} s" for s in subjects)
                   if timing_in_prompt else None)
-        result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, mode=mode, rope_overrides=rope_overrides,
-                               guidance=guidance)
+        result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, shift=shift, mode=mode,
+                               rope_overrides=rope_overrides, guidance=guidance)
         times.append(result.seconds)
         for s in p.subjects:
             a = appearance_of(s.tag)
