@@ -219,7 +219,7 @@ def cmd_evaluate(args) -> int:
     from .sampling import check_steps_shift
     check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
     guidance = demo_guidance(args)  # checked, like the prompts, before the detector is validated
-    prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed)
+    prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)
     detector = load_detector()
     t0 = time.perf_counter()
     detector_iou = validate_detector(detector)
@@ -241,9 +241,11 @@ def cmd_evaluate(args) -> int:
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown_table(rows))
-    write_results(rows, args.out, {"detector_t_iou": detector_iou, "prompts": len(prompts), "seed": args.seed,
-                                   "steps": args.steps, "shift": args.shift, "ref_scale": guidance.ref_scale,
-                                   "text_scale": guidance.text_scale, "subjects": sum(len(p.subjects) for p in prompts)})
+    settings = {"detector_t_iou": detector_iou, "prompts": len(prompts), "seed": args.seed,
+                "split": None if args.prompts else args.split, "steps": args.steps, "shift": args.shift,
+                "ref_scale": guidance.ref_scale, "text_scale": guidance.text_scale,
+                "subjects": sum(len(p.subjects) for p in prompts)}
+    write_results(rows, args.out, settings)
     print(f"\nresults: {args.out}")
     return 0
 
@@ -301,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(t-IOU, t-L2), identity (shape and colour) and time per video.")
     ev.add_argument("--seed", type=int, default=1234, help="seed of the held-out prompts (default 1234)")
     ev.add_argument("--count", type=int, default=100, help="subject-intervals to generate (default 100)")
+    ev.add_argument("--split", choices=("test", "train"), default="test",
+                    help="appearances of the generated prompts: test = held out of training (default), train = seen "
+                         "in training (tells sample quality from generalisation)")
     ev.add_argument("--prompts", help="JSON list of prompts instead: [{\"subjects\": [{\"tag\": \"red star\", "
                                       "\"start\": 0.5, \"end\": 1.5}], \"seed\": 3}, ...]")
     ev.add_argument("--model", action="append", metavar="NAME=PATH",

@@ -38,6 +38,8 @@ def test_held_out_prompts_are_seeded_and_use_only_held_out_subjects():
     assert len(subjects) == 100
     assert all((appearance_of(s.tag).colour, appearance_of(s.tag).shape) in HELD_OUT for s in subjects)
     assert all(0 <= s.start < s.end <= 17 / 8 for s in subjects)
+    seen = [s for p in heldout_prompts(100, seed=3, split="train") for s in p.subjects]
+    assert len(seen) == 100 and not any(appearance_of(s.tag).held_out for s in seen)
 
 
 def test_prompts_file(tmp_path):
@@ -98,6 +100,7 @@ def test_evaluate_command_writes_scores_and_the_settings_it_ran_with(tmp_path, c
                      "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert (data["subjects"], data["steps"], data["ref_scale"], data["text_scale"], data["shift"]) == (3, 2, 1.5, 2, 2)
+    assert data["split"] is None  # prompts from a file
     assert data["detector_t_iou"] >= 0.98
     assert [r["name"] for r in data["results"]] == ["always present (no model)", "shipped"]
     assert all(0 <= r["t_iou"][0] <= 1 and r["subjects"] == 3 for r in data["results"])

@@ -46,14 +46,18 @@ def heldout_interval(rng: np.random.Generator, frames: int) -> tuple[int, int]:
     return first, first + length - 1
 
 
-def heldout_prompts(count: int = 100, seed: int = 1234, frames: int = FRAMES, fps: float = FPS) -> list[Prompt]:
-    """Prompts with 1-2 held-out subjects each, until `count` subject-intervals; intervals on frame boundaries."""
+def heldout_prompts(count: int = 100, seed: int = 1234, frames: int = FRAMES, fps: float = FPS,
+                    split: str = "test") -> list[Prompt]:
+    """Prompts with 1-2 subjects each, until `count` subject-intervals; intervals on frame boundaries. split "test":
+    appearances held out of training (the benchmark); "train": appearances seen in training (the same protocol,
+    to tell sample quality from generalisation to unseen appearances)."""
+    pool = appearances(split)
     rng = np.random.default_rng(seed)
     prompts, n = [], 0
     while n < count:
         k = min(int(rng.integers(1, 3)), count - n)
         subjects = []
-        for a in pick_appearances(rng, appearances("test"), k):
+        for a in pick_appearances(rng, pool, k):
             first, last = heldout_interval(rng, frames)
             subjects.append(PromptSubject(a.tag, first / fps, (last + 1) / fps))
         prompts.append(Prompt(subjects, int(rng.integers(0, 2 ** 31))))
