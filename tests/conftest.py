@@ -12,7 +12,16 @@ sys.path.insert(0, str(ROOT))
 
 import alchemint_core as ac  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+THREADS = min(2, os.cpu_count() or 1)
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def same_threads_in_every_test():
+    """A command run in-process (`--threads 1`) must not change the thread count of later tests: the bit-exact
+    comparisons against subprocesses need the same reduction order on both sides."""
+    yield
+    torch.set_num_threads(THREADS)
 
 TINY = ac.WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64, freq_dim=32)
 
