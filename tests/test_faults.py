@@ -94,10 +94,14 @@ def test_training_killed_at_a_random_moment_resumes_to_the_same_weights(cache, s
     """Checkpoints every step, so kills land inside checkpoint writes as well as between them."""
     cfg = train_config(cache, tmp_path / "run", steps=16, checkpoint_every=1)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    delay = float(np.random.default_rng(seed).uniform(0.0, 1.5))
+    rng = np.random.default_rng(seed)
+    # A random checkpoint, then a random moment of the next step or write: counted in steps, not seconds, so a fast
+    # machine cannot finish the 16 steps before the kill.
+    after, delay = int(rng.integers(1, 12)), float(rng.uniform(0.0, 0.1))
     ckpts = tmp_path / "run" / "checkpoints"
+    reached = lambda: any(int(p.stem.split("-")[1]) >= after for p in ckpts.glob("ckpt-*.safetensors"))  # noqa: E731
     proc = start("train", "--config", str(tmp_path / "cfg.json"))
-    killed = kill_when(proc, lambda: any(ckpts.glob("ckpt-*.safetensors")), delay)
+    killed = kill_when(proc, reached, delay)
     assert killed and not (tmp_path / "run" / "model.safetensors").exists(), "the run ended before the kill"
     train(tmp_path / "cfg.json", "--resume")
     assert_same_tensors(tensors(tmp_path / "run" / "model.safetensors"), straight)
