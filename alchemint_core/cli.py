@@ -213,10 +213,9 @@ def cmd_evaluate(args) -> int:
 
     from .demo.evaluate import (ABLATIONS, always_present, heldout_prompts, load_detector, load_prompts,
                                 markdown_table, score, validate_detector, write_results)
-    from .demo.pipeline import ENCODERS_FILE, MODEL_FILE, DemoPipeline
-    torch.set_num_threads(args.threads or torch.get_num_threads())
-    from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS
+    from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS, ENCODERS_FILE, MODEL_FILE, DemoPipeline
     from .sampling import check_steps_shift
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
     guidance = demo_guidance(args)  # checked, like the prompts, before the detector is validated
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from ..files import SafetensorsFile, read_small_text, save_safetensors
+from ..guidance import Guidance
 from ..metrics import mean_ci, predicted_interval, t_iou, t_l2
 from ..synthetic import Appearance, appearances, pick_appearances, random_subject, render_video
 from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier
-from ..guidance import Guidance
-from .pipeline import DEFAULT_GUIDANCE, DEFAULT_SHIFT, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject, appearance_of, check_subjects
+from .pipeline import (DEFAULT_GUIDANCE, DEFAULT_SHIFT, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject,
+                       appearance_of, check_subjects)
 
 CLASSIFIER_FILE = WEIGHTS / "shape_classifier.safetensors"
 ABLATIONS = {name: WEIGHTS / "ablations" / f"{name}.safetensors" for name in ("werope", "mid", "none", "avg",
