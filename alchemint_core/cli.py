@@ -174,30 +174,40 @@ def cmd_make_demo_data(args) -> int:
 DEMO_SUBJECTS = ["red ring:0.0-1.2", "yellow star:0.8-2.1"]
 
 
-def demo_guidance(args):
-    """--ref-scale / --text-scale over the shipped model's defaults (checked before any work)."""
-    from .demo.pipeline import DEFAULT_GUIDANCE
+def add_demo_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """--steps, --shift, --ref-scale, --text-scale with the shipped demo model's defaults (demo and evaluate)."""
+    from .demo.pipeline import DEFAULT_GUIDANCE, DEFAULT_SHIFT, DEFAULT_STEPS
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--shift", type=float, default=DEFAULT_SHIFT,
+                        help=f"noise schedule shift (default {DEFAULT_SHIFT})")
+    parser.add_argument("--ref-scale", type=float, default=DEFAULT_GUIDANCE.ref_scale,
+                        help=f"reference guidance scale (default {DEFAULT_GUIDANCE.ref_scale})")
+    parser.add_argument("--text-scale", type=float, default=DEFAULT_GUIDANCE.text_scale,
+                        help=f"text guidance scale (default {DEFAULT_GUIDANCE.text_scale})")
+
+
+def demo_sampling(args):
+    """The Guidance of a demo command, with its steps and shift checked: before any work."""
+    from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS
     from .guidance import Guidance
-    ref = DEFAULT_GUIDANCE.ref_scale if args.ref_scale is None else args.ref_scale
-    text = DEFAULT_GUIDANCE.text_scale if args.text_scale is None else args.text_scale
+    from .sampling import check_steps_shift
+    check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
     try:
-        return Guidance(ref_scale=ref, text_scale=text)
+        return Guidance(ref_scale=args.ref_scale, text_scale=args.text_scale)
     except ValueError as err:
         raise ValueError(f"--ref-scale/--text-scale: {err}") from None
 
 
 def cmd_demo(args) -> int:
-    from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS, DemoPipeline, check_subjects, parse_subject
+    from .demo.pipeline import DemoPipeline, check_subjects, parse_subject
     from .media import check_video_path, strip_image, write_video
-    from .sampling import check_steps_shift
     subjects = [parse_subject(s) for s in (args.subject or DEMO_SUBJECTS)]
     check_subjects(subjects, args.frames, args.fps)
-    check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
+    guidance = demo_sampling(args)
     out = check_video_path(args.out, args.scale)
     strip_path = Path(args.strip) if args.strip else out.with_suffix(".png")
     if strip_path.suffix.lower() != ".png" or strip_path.resolve() == out.resolve():
         raise ValueError(f"--strip {strip_path}: the strip image is a .png file beside the video")
-    guidance = demo_guidance(args)
     pipe = DemoPipeline(args.model, args.encoders)
     result = pipe.generate(subjects, args.prompt, args.seed, args.steps, args.shift, args.mode, args.frames, args.fps,
                            guidance)
@@ -213,11 +223,9 @@ def cmd_evaluate(args) -> int:
 
     from .demo.evaluate import (ABLATIONS, always_present, heldout_prompts, load_detector, load_prompts,
                                 markdown_table, score, validate_detector, write_results)
-    from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS, ENCODERS_FILE, MODEL_FILE, DemoPipeline
-    from .sampling import check_steps_shift
+    from .demo.pipeline import ENCODERS_FILE, MODEL_FILE, DemoPipeline
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
-    guidance = demo_guidance(args)  # checked, like the prompts, before the detector is validated
+    guidance = demo_sampling(args)  # checked, like the prompts, before the detector is validated
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)
     detector = load_detector()
     t0 = time.perf_counter()
@@ -282,16 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "red/yellow/green/cyan/blue/magenta and disc/ring/square/triangle/star/cross")
     demo.add_argument("--prompt", help="caption (default: 'a <tag> and a <tag> ...')")
     demo.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    demo.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
-    demo.add_argument("--shift", type=float, default=3.0, help="noise schedule shift (default 3.0)")
+    add_demo_sampling_options(demo)
     demo.add_argument("--mode", choices=["none", "mid", "werope", "avg"],
                       help="temporal RoPE mode of the references (default: the one the model was trained with)")
     demo.add_argument("--model", help="another AlcheMinT checkpoint (default: the shipped demo model)")
     demo.add_argument("--encoders", help="another demo-encoders file (default: the shipped one)")
     demo.add_argument("--frames", type=int, default=17, help="frames, 4k+1 (default 17)")
     demo.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
-    demo.add_argument("--ref-scale", type=float, help="reference guidance scale (default: the shipped model's, 2.0)")
-    demo.add_argument("--text-scale", type=float, help="text guidance scale (default: the shipped model's, 3.0)")
     demo.add_argument("--strip", help="strip image path (default: the video's path with .png)")
     demo.add_argument("--scale", type=int, default=4, help="upscale the 64x64 frames in the video file (default 4)")
     demo.set_defaults(func=cmd_demo)
@@ -310,13 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", action="append", metavar="NAME=PATH",
                     help="evaluate these checkpoints instead of the shipped model and its ablations (repeatable)")
     ev.add_argument("--encoders", help="demo-encoders file (default: the shipped one)")
-    ev.add_argument("--steps", type=int, default=40, help="sampling steps (default 40)")
-    ev.add_argument("--shift", type=float, default=3.0, help="noise schedule shift (default 3.0)")
+    add_demo_sampling_options(ev)
     ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
     ev.add_argument("--w-edge", type=float, help="override WeRoPE's edge weight at sampling (werope models; a sweep)")
     ev.add_argument("--edge-offset", type=float, help="override WeRoPE's edge offset in latent frames at sampling")
-    ev.add_argument("--ref-scale", type=float, help="reference guidance scale (default: the shipped model's, 2.0)")
-    ev.add_argument("--text-scale", type=float, help="text guidance scale (default: the shipped model's, 3.0)")
     ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     ev.set_defaults(func=cmd_evaluate)
