@@ -150,7 +150,10 @@ def cmd_train_encoders(args) -> int:
     from .encoders import load_encoders, save_encoders
     torch.set_num_threads(args.threads or torch.get_num_threads())
     vae0, text0 = load_encoders(args.init) if args.init else (None, None)
-    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr)
+    if args.latent_anchor and vae0 is None:
+        raise ValueError("train-encoders --latent-anchor keeps latents near a trained VAE's: give --init ENCODERS")
+    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr,
+                    subject_weight=args.vae_subject_weight, latent_anchor=args.latent_anchor)
     text = text0 if text0 is not None and args.text_steps == 0 else train_text_encoder(steps=args.text_steps,
                                                                                       seed=args.seed)
     print(f"saved {save_encoders(vae, text, args.out)}")
@@ -222,8 +225,10 @@ def cmd_evaluate(args) -> int:
     import time
 
     from .demo.evaluate import (ABLATIONS, always_present, heldout_prompts, load_detector, load_prompts,
-                                markdown_table, score, validate_detector, write_results)
+                                markdown_table, score, through_vae, validate_detector, write_results)
     from .demo.pipeline import ENCODERS_FILE, MODEL_FILE, DemoPipeline
+    from .encoders import load_encoders
+    from .native import DemoVAE
     torch.set_num_threads(args.threads or torch.get_num_threads())
     guidance = demo_sampling(args)  # checked, like the prompts, before the detector is validated
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)
@@ -235,7 +240,8 @@ def cmd_evaluate(args) -> int:
     if not args.model and not args.no_ablations:
         models += [(name, str(path)) for name, path in ABLATIONS.items() if path.is_file()]
     overrides = {k: v for k, v in (("w_edge", args.w_edge), ("edge_offset", args.edge_offset)) if v is not None}
-    rows = [always_present(prompts)]
+    rows = [always_present(prompts), through_vae(DemoVAE(load_encoders(args.encoders or ENCODERS_FILE)[0]), prompts,
+                                                 detector)]
     print(markdown_table(rows), flush=True)
     for name, path in models:
         pipe = DemoPipeline(path, args.encoders or ENCODERS_FILE)
@@ -400,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     enc.add_argument("--init", help="continue from this encoders file (its text encoder is kept with --text-steps 0)")
     enc.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
+    enc.add_argument("--latent-anchor", type=float, default=0.0,
+                     help="with --init: penalise latents moving away from the init VAE's, so a model trained on its "
+                          "latents needs only a short fine-tune (default 0)")
+    enc.add_argument("--vae-subject-weight", type=float, default=0.0,
+                     help="extra loss weight on where subjects are (and are not, within a latent frame's 4 frames); "
+                          "default 0")
     enc.set_defaults(func=cmd_train_encoders)
 
     data = sub.add_parser("make-demo-data", help="write the demo's synthetic training videos as a dataset",

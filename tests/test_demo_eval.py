@@ -76,6 +76,24 @@ def test_always_present_baseline_scores_the_interval_lengths():
     assert "| always present (no model) |" in markdown_table([row]) and "nan" not in markdown_table([row])
 
 
+def test_vae_ceiling_scores_the_prompts_ground_truth_through_the_vae(detector):
+    """The prompts' ground-truth videos place each subject exactly in its interval (the detector finds them there);
+    through the VAE they score no better, and are scored by the same code as generated videos."""
+    from alchemint_core.demo.evaluate import Tally, ground_truth_video, through_vae
+    from alchemint_core.demo.pipeline import ENCODERS_FILE
+    from alchemint_core.encoders import load_encoders
+    from alchemint_core.native import DemoVAE
+    prompts = heldout_prompts(16, seed=11)
+    raw = Tally()
+    for p in prompts:
+        raw.add(ground_truth_video(p), p.subjects, detector)
+    exact = raw.scores("ground truth")
+    assert exact.t_iou[0] >= 0.97 and exact.shape_accuracy > 0.9 and exact.colour_accuracy > 0.9
+    ceiling = through_vae(DemoVAE(load_encoders(ENCODERS_FILE)[0]), prompts, detector)
+    assert ceiling.subjects == 16 and ceiling.name == "ground truth through the VAE (ceiling)"
+    assert 0.3 < ceiling.t_iou[0] <= exact.t_iou[0]
+
+
 def test_shipped_model_follows_the_requested_intervals_better_than_drawing_subjects_always(detector):
     """The benchmark's scoring path on the real shipped model: 12 held-out subject-intervals at the default 40
     steps (about 0.66 t-IOU here against 0.44 for the always-present baseline)."""
@@ -102,6 +120,7 @@ def test_evaluate_command_writes_scores_and_the_settings_it_ran_with(tmp_path, c
     assert (data["subjects"], data["steps"], data["ref_scale"], data["text_scale"], data["shift"]) == (3, 2, 1.5, 2, 2)
     assert data["split"] is None  # prompts from a file
     assert data["detector_t_iou"] >= 0.98
-    assert [r["name"] for r in data["results"]] == ["always present (no model)", "shipped"]
+    assert [r["name"] for r in data["results"]] == ["always present (no model)",
+                                                    "ground truth through the VAE (ceiling)", "shipped"]
     assert all(0 <= r["t_iou"][0] <= 1 and r["subjects"] == 3 for r in data["results"])
     assert "| shipped |" in capsys.readouterr().out

@@ -16,6 +16,7 @@ import torch
 from ..files import SafetensorsFile, read_small_text, save_safetensors
 from ..guidance import Guidance
 from ..metrics import mean_ci, predicted_interval, t_iou, t_l2
+from ..native import DemoVAE
 from ..synthetic import Appearance, appearances, pick_appearances, random_subject, render_video
 from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier
 from .pipeline import (DEFAULT_GUIDANCE, DEFAULT_SHIFT, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject,
@@ -128,6 +129,35 @@ class Scores:
     subjects: int
 
 
+class Tally:
+    """Per-subject timing and per-frame identity scores, accumulated over videos."""
+
+    def __init__(self):
+        self.ious, self.l2s, self.req_len, self.pred_len, self.times = [], [], [], [], []
+        self.shape_ok = self.shape_n = self.colour_ok = self.colour_n = 0
+
+    def add(self, frames: np.ndarray, subjects: list[PromptSubject], detector: SubjectDetector) -> None:
+        duration = FRAMES / FPS
+        for s in subjects:
+            a = appearance_of(s.tag)
+            det = detector.detect(frames, a.colour, a.shape)
+            pred = predicted_interval(det.present, FPS)
+            self.ious.append(t_iou(pred, (s.start, s.end)))
+            self.l2s.append(t_l2(pred, (s.start, s.end), duration))
+            self.req_len.append(s.end - s.start)
+            self.pred_len.append(0.0 if pred is None else pred[1] - pred[0])
+            self.shape_ok += int(det.shape_right[det.present].sum())
+            self.shape_n += int(det.present.sum())
+            self.colour_ok += int(det.colour_right[det.shape_seen].sum())
+            self.colour_n += int(det.shape_seen.sum())
+
+    def scores(self, name: str) -> Scores:
+        corr = (float(np.corrcoef(self.req_len, self.pred_len)[0, 1]) if np.std(self.pred_len) > 0 else math.nan)
+        return Scores(name, mean_ci(self.ious), mean_ci(self.l2s), self.shape_ok / max(self.shape_n, 1),
+                      self.colour_ok / max(self.colour_n, 1), corr,
+                      float(np.mean(self.times)) if self.times else 0.0, len(self.ious))
+
+
 def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
           wrong_reference: bool = False, steps: int = 40, timing_in_prompt: bool = False,
           rope_overrides: dict | None = None, guidance: Guidance = DEFAULT_GUIDANCE,
@@ -135,9 +165,7 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
     """Generate every prompt and score it. wrong_reference: each subject gets the reference image of another
     held-out appearance (tags unchanged): the baseline that shows identity comes from the references.
     timing_in_prompt: write the intervals into the caption, as the prompt-only ablation was trained."""
-    ious, l2s, req_len, pred_len, times = [], [], [], [], []
-    shape_ok = shape_n = colour_ok = colour_n = 0
-    duration = FRAMES / FPS
+    tally = Tally()
     pool = appearances("test")
     for p in prompts:
         subjects = [Subject(s.tag, s.start, s.end) for s in p.subjects]
@@ -152,22 +180,30 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
                   if timing_in_prompt else None)
         result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, shift=shift, mode=mode,
                                rope_overrides=rope_overrides, guidance=guidance)
-        times.append(result.seconds)
-        for s in p.subjects:
-            a = appearance_of(s.tag)
-            det = detector.detect(result.frames, a.colour, a.shape)
-            pred = predicted_interval(det.present, FPS)
-            ious.append(t_iou(pred, (s.start, s.end)))
-            l2s.append(t_l2(pred, (s.start, s.end), duration))
-            req_len.append(s.end - s.start)
-            pred_len.append(0.0 if pred is None else pred[1] - pred[0])
-            shape_ok += int(det.shape_right[det.present].sum())
-            shape_n += int(det.present.sum())
-            colour_ok += int(det.colour_right[det.shape_seen].sum())
-            colour_n += int(det.shape_seen.sum())
-    corr = float(np.corrcoef(req_len, pred_len)[0, 1]) if np.std(pred_len) > 0 else math.nan
-    return Scores(name, mean_ci(ious), mean_ci(l2s), shape_ok / max(shape_n, 1), colour_ok / max(colour_n, 1), corr,
-                  float(np.mean(times)), len(ious))
+        tally.times.append(result.seconds)
+        tally.add(result.frames, p.subjects, detector)
+    return tally.scores(name)
+
+
+def ground_truth_video(p: Prompt) -> np.ndarray:
+    """The prompt as the generator draws it (its subjects exactly inside their intervals): uint8 [N, H, W, 3]."""
+    rng = np.random.default_rng(p.seed)
+    k = len(p.subjects)
+    subs = [random_subject(rng, appearance_of(s.tag), FRAMES, SIZE, SIZE, i, k,
+                           interval=(round(s.start * FPS), round(s.end * FPS) - 1)) for i, s in enumerate(p.subjects)]
+    return render_video(rng, subs, FRAMES, SIZE, SIZE).frames
+
+
+def through_vae(vae: DemoVAE, prompts: list[Prompt], detector: SubjectDetector) -> Scores:
+    """The ceiling of any model that makes latents for this VAE: the prompts' ground-truth videos encoded and decoded
+    by it, then scored like a generated video. What the latent space cannot carry, no model can draw."""
+    tally = Tally()
+    for p in prompts:
+        video = torch.from_numpy(ground_truth_video(p)).float().div(255)  # [N, H, W, 3] in [0, 1]
+        with torch.no_grad():
+            frames = vae.decode(vae.encode(video))[0]
+        tally.add((frames.numpy() * 255).round().clip(0, 255).astype(np.uint8), p.subjects, detector)
+    return tally.scores("ground truth through the VAE (ceiling)")
 
 
 def always_present(prompts: list[Prompt]) -> Scores:
