@@ -150,10 +150,7 @@ def cmd_train_encoders(args) -> int:
     from .encoders import load_encoders, save_encoders
     torch.set_num_threads(args.threads or torch.get_num_threads())
     vae0, text0 = load_encoders(args.init) if args.init else (None, None)
-    if args.latent_anchor and vae0 is None:
-        raise ValueError("train-encoders --latent-anchor keeps latents near a trained VAE's: give --init ENCODERS")
-    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr,
-                    subject_weight=args.vae_subject_weight, latent_anchor=args.latent_anchor)
+    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr)
     text = text0 if text0 is not None and args.text_steps == 0 else train_text_encoder(steps=args.text_steps,
                                                                                       seed=args.seed)
     print(f"saved {save_encoders(vae, text, args.out)}")
@@ -406,12 +403,6 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     enc.add_argument("--init", help="continue from this encoders file (its text encoder is kept with --text-steps 0)")
     enc.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
-    enc.add_argument("--latent-anchor", type=float, default=0.0,
-                     help="with --init: penalise latents moving away from the init VAE's, so a model trained on its "
-                          "latents needs only a short fine-tune (default 0)")
-    enc.add_argument("--vae-subject-weight", type=float, default=0.0,
-                     help="extra loss weight on where subjects are (and are not, within a latent frame's 4 frames); "
-                          "default 0")
     enc.set_defaults(func=cmd_train_encoders)
 
     data = sub.add_parser("make-demo-data", help="write the demo's synthetic training videos as a dataset",

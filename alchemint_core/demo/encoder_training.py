@@ -8,7 +8,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import repeat
 from torch import nn
 
 from ..encoders import TinyTextEncoder, TinyVideoVAE
@@ -17,29 +16,18 @@ from ..synthetic import COLOURS, SHAPES, appearances, random_video, render_refer
 VOCAB = [*COLOURS, *SHAPES, "a", "and", "from", "to", "s", *map(str, range(10))]
 
 
-def video_batch(rng: np.random.Generator, n: int, frames: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Videos [n, 3, frames, size, size] in [-1, 1] and where their subjects are, per latent frame: [n, 1, frames,
-    size, size], 1 on every pixel a subject covers in any frame of the same latent frame's group (so the frames
-    of a group where it is absent count too: that is where a blurry decoder draws ghosts)."""
-    vids = [random_video(rng, "train", frames, size, size) for _ in range(n)]
-    x = torch.from_numpy(np.stack([v.frames for v in vids])).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-    masks = torch.from_numpy(np.stack([np.any(list(v.masks.values()), axis=0) for v in vids]))[:, None].float()
-    groups = TinyVideoVAE.group_frames(masks)  # [n, T, 4, H, W]: a latent frame's 4 frames
-    union = repeat(groups.amax(2), "b t h w -> b 1 (t k) h w", k=4)[:, :, 3:]  # frame 0 is its own group
-    return x, union
+def video_batch(rng: np.random.Generator, n: int, frames: int, size: int) -> torch.Tensor:
+    """[n, 3, frames, size, size] in [-1, 1]; a quarter of them are single frames (how references are encoded)."""
+    vids = [random_video(rng, "train", frames, size, size).frames for _ in range(n)]
+    x = torch.from_numpy(np.stack(vids)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    return x
 
 
 def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17, size: int = 64,
               latent_channels: int = 16, width: int = 48, lr: float = 2e-3, crop: int = 32,
-              log: Callable[[str], None] = print, init: TinyVideoVAE | None = None, subject_weight: float = 0.0,
-              latent_anchor: float = 0.0) -> TinyVideoVAE:
+              log: Callable[[str], None] = print, init: TinyVideoVAE | None = None) -> TinyVideoVAE:
     """Reconstruction (L1 + L2) of synthetic videos and of single frames; noise on the latents during training
-    keeps the decoder tolerant of the imperfect latents a diffusion model produces. subject_weight: the loss on
-    subject regions (see video_batch) counts 1 + subject_weight times. latent_anchor (with init): penalises
-    latents that move away from init's (squared, in units of its latent std), so a model trained on init's
-    latents needs only a short fine-tune on the new ones."""
-    if latent_anchor and init is None:
-        raise ValueError("latent_anchor keeps latents near a trained VAE's: give init (--init ENCODERS)")
+    keeps the decoder tolerant of the imperfect latents a diffusion model produces."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     vae = TinyVideoVAE(latent_channels, width)
@@ -52,24 +40,18 @@ def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        x, where = pool[step % len(pool)] if step % 4 else video_batch(rng, batch, frames, size)
+        x = pool[step % len(pool)] if step % 4 else video_batch(rng, batch, frames, size)
         if step % 4 == 0:
-            pool[(step // 4) % len(pool)] = (x, where)
+            pool[(step // 4) % len(pool)] = x
         if step % 5 == 4:  # single frames, as references are encoded
-            f = int(rng.integers(0, frames))
-            x, where = x[:, :, f, None], where[:, :, f, None]
+            x = x[:, :, int(rng.integers(0, frames)), None]
         else:  # the VAE is convolutional: random 32-pixel crops train it 4x faster than whole frames
             oy, ox = (int(rng.integers(0, (size - crop) // 8 + 1)) * 8 for _ in range(2))
-            x, where = x[..., oy:oy + crop, ox:ox + crop], where[..., oy:oy + crop, ox:ox + crop]
+            x = x[..., oy:oy + crop, ox:ox + crop]
         z = vae.encode(x)
         z_noisy = z + 0.05 * z.detach().std() * torch.randn_like(z)
         y = vae.decode(z_noisy)
-        w = 1 + subject_weight * where
-        loss = ((y - x).abs() * w).mean() + ((y - x).pow(2) * w).mean() + 1e-4 * z.pow(2).mean()
-        if latent_anchor:
-            with torch.no_grad():
-                z0 = init.encode(x)
-            loss = loss + latent_anchor * ((z - z0) / init.stats[1].view(-1, 1, 1, 1)).pow(2).mean()
+        loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 1e-4 * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -77,7 +59,7 @@ def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17
             log(f"vae step {step} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
     vae.eval()
     with torch.no_grad():
-        vae.set_statistics(torch.cat([vae.encode(video_batch(rng, 4, frames, size)[0]) for _ in range(8)]))
+        vae.set_statistics(torch.cat([vae.encode(video_batch(rng, 4, frames, size)) for _ in range(8)]))
     return vae.requires_grad_(False)
 
 

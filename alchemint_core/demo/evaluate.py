@@ -152,7 +152,8 @@ class Tally:
             self.colour_n += int(det.shape_seen.sum())
 
     def scores(self, name: str) -> Scores:
-        corr = (float(np.corrcoef(self.req_len, self.pred_len)[0, 1]) if np.std(self.pred_len) > 0 else math.nan)
+        corr = (float(np.corrcoef(self.req_len, self.pred_len)[0, 1])
+                if np.std(self.pred_len) > 0 and np.std(self.req_len) > 0 else math.nan)
         return Scores(name, mean_ci(self.ious), mean_ci(self.l2s), self.shape_ok / max(self.shape_n, 1),
                       self.colour_ok / max(self.colour_n, 1), corr,
                       float(np.mean(self.times)) if self.times else 0.0, len(self.ious))
