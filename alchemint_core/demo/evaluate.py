@@ -20,7 +20,7 @@ from ..native import DemoVAE
 from ..synthetic import Appearance, appearances, pick_appearances, random_subject, render_video
 from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier
 from .pipeline import (DEFAULT_GUIDANCE, DEFAULT_SHIFT, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject,
-                       appearance_of, check_subjects)
+                       appearance_of, check_subjects, decode_frames)
 
 CLASSIFIER_FILE = WEIGHTS / "shape_classifier.safetensors"
 ABLATIONS = {name: WEIGHTS / "ablations" / f"{name}.safetensors" for name in ("werope", "mid", "none", "avg",
@@ -202,8 +202,7 @@ def through_vae(vae: DemoVAE, prompts: list[Prompt], detector: SubjectDetector) 
     for p in prompts:
         video = torch.from_numpy(ground_truth_video(p)).float().div(255)  # [N, H, W, 3] in [0, 1]
         with torch.no_grad():
-            frames = vae.decode(vae.encode(video))[0]
-        tally.add((frames.numpy() * 255).round().clip(0, 255).astype(np.uint8), p.subjects, detector)
+            tally.add(decode_frames(vae, vae.encode(video)), p.subjects, detector)
     return tally.scores("ground truth through the VAE (ceiling)")
 
 

@@ -124,10 +124,14 @@ class DemoPipeline:
                            negative_mask=negative_mask, rope=rope, seed=seed, steps=steps, shift=shift,
                            guidance=guidance)
         latents = generate_video(self.handle, req, callback)
-        video = self.vae.decode(latents)[0]  # [N, H, W, 3] in [0, 1]
-        out = (video.numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        out = decode_frames(self.vae, latents)
         crops = [crop_reference(img, mask, (SIZE, SIZE))[0] for img, mask in refs]
         return DemoResult(out, crops, subjects, prompt, fps, time.perf_counter() - t0)
+
+
+def decode_frames(vae: DemoVAE, latents: torch.Tensor) -> np.ndarray:
+    """Raw latents of one video -> uint8 frames [N, H, W, 3]."""
+    return (vae.decode(latents)[0].numpy() * 255).round().clip(0, 255).astype(np.uint8)
 
 
 def check_subjects(subjects: list[Subject], frames: int, fps: float) -> None:
