@@ -150,7 +150,10 @@ def cmd_train_encoders(args) -> int:
     from .encoders import load_encoders, save_encoders
     torch.set_num_threads(args.threads or torch.get_num_threads())
     vae0, text0 = load_encoders(args.init) if args.init else (None, None)
-    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr)
+    arch = dict(latent_channels=args.vae_channels, width=args.vae_width, frame_wise=args.frame_wise)
+    if vae0 is not None and (vae0.latent_channels, vae0.width, vae0.frame_wise) != tuple(arch.values()):
+        vae0 = None  # another architecture: a new VAE beside the file's text encoder
+    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr, **arch)
     text = text0 if text0 is not None and args.text_steps == 0 else train_text_encoder(steps=args.text_steps,
                                                                                       seed=args.seed)
     print(f"saved {save_encoders(vae, text, args.out)}")
@@ -403,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     enc.add_argument("--init", help="continue from this encoders file (its text encoder is kept with --text-steps 0)")
     enc.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
+    enc.add_argument("--vae-channels", type=int, default=16, help="VAE latent channels (default 16)")
+    enc.add_argument("--vae-width", type=int, default=48, help="VAE convolution width (default 48)")
+    enc.add_argument("--frame-wise", action="store_true",
+                     help="encode each pixel frame into its own quarter of the latent channels (presence inside a "
+                          "latent frame survives); an --init VAE of another architecture is replaced, its text "
+                          "encoder kept")
     enc.set_defaults(func=cmd_train_encoders)
 
     data = sub.add_parser("make-demo-data", help="write the demo's synthetic training videos as a dataset",

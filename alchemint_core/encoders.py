@@ -57,14 +57,21 @@ def _block(c_in: int, c_out: int, down: bool) -> nn.Sequential:
 class TinyVideoVAE(nn.Module):
     """A small deterministic video autoencoder with Wan's latent geometry. Latent frame 0 encodes pixel frame 0
     alone (causal first frame); latent frame f encodes pixel frames 4f-3..4f stacked along channels. Space is
-    reduced 8x by three strided convolutions."""
+    reduced 8x by three strided convolutions.
 
-    def __init__(self, latent_channels: int = 8, width: int = 64):
+    frame_wise: each of the four pixel frames is encoded alone into its own quarter of the latent channels (the
+    decoder still sees all four). A joint encoder learns to merge the four frames, so a subject present in only
+    some of them decodes in all or none (presence snaps to latent frames); a frame-wise one cannot merge them."""
+
+    def __init__(self, latent_channels: int = 8, width: int = 64, frame_wise: bool = False):
         super().__init__()
-        self.latent_channels, self.width = latent_channels, width
-        self.enc = nn.Sequential(nn.Conv2d(12, width, 3, 1, 1), _block(width, width, True),
+        if frame_wise and latent_channels % 4:
+            raise ValueError(f"a frame-wise VAE needs latent channels divisible by 4, got {latent_channels}")
+        self.latent_channels, self.width, self.frame_wise = latent_channels, width, frame_wise
+        c_in, c_code = (3, latent_channels // 4) if frame_wise else (12, latent_channels)
+        self.enc = nn.Sequential(nn.Conv2d(c_in, width, 3, 1, 1), _block(width, width, True),
                                  _block(width, width, True), _block(width, width, True), nn.GroupNorm(8, width),
-                                 nn.SiLU(), nn.Conv2d(width, latent_channels, 3, 1, 1))
+                                 nn.SiLU(), nn.Conv2d(width, c_code, 3, 1, 1))
         self.dec = nn.Sequential(nn.Conv2d(latent_channels, width, 3, 1, 1), _Res(width), _block(width, width, False),
                                  _block(width, width, False), _block(width, width, False), nn.GroupNorm(8, width),
                                  nn.SiLU(), nn.Conv2d(width, 12, 3, 1, 1))
@@ -88,6 +95,9 @@ class TinyVideoVAE(nn.Module):
         if video.shape[-1] % 8 or video.shape[-2] % 8:
             raise ValueError(f"video size {list(video.shape[-2:])} must be divisible by 8 for the VAE")
         groups = self.group_frames(video.float())
+        if self.frame_wise:
+            z = self.enc(rearrange(groups, "b t (k c) h w -> (b t k) c h w", k=4))
+            return rearrange(z, "(b t k) c h w -> b (k c) t h w", b=b, k=4)
         z = self.enc(rearrange(groups, "b t c h w -> (b t) c h w"))
         return rearrange(z, "(b t) c h w -> b c t h w", b=b)
 
@@ -154,7 +164,8 @@ def save_encoders(vae: TinyVideoVAE, text: TinyTextEncoder, path) -> Path:
     layers = len(text.encoder.layers)
     heads = text.encoder.layers[0].self_attn.num_heads
     meta = {"format": ENCODERS_FORMAT,
-            "vae": json.dumps({"latent_channels": vae.latent_channels, "width": vae.width}),
+            "vae": json.dumps({"latent_channels": vae.latent_channels, "width": vae.width,
+                               "frame_wise": vae.frame_wise}),
             "text": json.dumps({"vocab": text.vocab[2:], "dim": text.dim, "layers": layers, "heads": heads,
                                 "max_len": text.max_len})}
     return save_safetensors(tensors, path, meta)

@@ -24,6 +24,7 @@ import alchemint_core as ac
 from alchemint_core import cli
 from alchemint_core.demo.data import write_demo_dataset
 from alchemint_core.demo.pipeline import ENCODERS_FILE, MODEL_FILE
+from alchemint_core.encoders import TinyVideoVAE, load_encoders, save_encoders
 from alchemint_core.loading import save_adapter
 from alchemint_core.synthetic import Appearance, render_reference
 from conftest import TINY, tiny_model
@@ -131,6 +132,12 @@ def write(env: Env, name: str, data: bytes) -> Path:
 
 def truncated_model(env: Env) -> Path:
     return write(env, "cut.safetensors", MODEL_FILE.read_bytes()[: MODEL_FILE.stat().st_size // 2])
+
+
+def encoders_of_another_channel_count(env: Env) -> Path:
+    text = load_encoders(ENCODERS_FILE)[1]
+    (env.tmp / "in").mkdir(exist_ok=True)
+    return save_encoders(TinyVideoVAE(32, 16, frame_wise=True), text, env.tmp / "in" / "fw32.safetensors")
 
 
 def pickle_renamed(env: Env) -> Path:
@@ -313,6 +320,9 @@ CASES = [
          r"nowhere\.safetensors: no such file", r"check the path"),
     Case("cli-model-file-given-as-encoders", lambda e: demo_error(e, "--encoders", str(MODEL_FILE)),
          r"model\.safetensors: not a demo-encoders file", r"give the encoders\.safetensors"),
+    Case("cli-encoders-of-another-latent-size",
+         lambda e: demo_error(e, "--encoders", str(encoders_of_another_channel_count(e))),
+         r"fw32\.safetensors: its VAE makes 32-channel latents.*reads 16", r"give the encoders the model was trained"),
     Case("node-adapter-for-another-base", adapter_for_another_base, r"other\.safetensors.*trained for a base",
          r"Load the base it was trained on"),
     Case("node-path-traversal", lambda e: (model_folders(e), node_error(lambda: ModelLoader().load(

@@ -25,12 +25,13 @@ def video_batch(rng: np.random.Generator, n: int, frames: int, size: int) -> tor
 
 def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17, size: int = 64,
               latent_channels: int = 16, width: int = 48, lr: float = 2e-3, crop: int = 32,
-              log: Callable[[str], None] = print, init: TinyVideoVAE | None = None) -> TinyVideoVAE:
+              log: Callable[[str], None] = print, init: TinyVideoVAE | None = None,
+              frame_wise: bool = False) -> TinyVideoVAE:
     """Reconstruction (L1 + L2) of synthetic videos and of single frames; noise on the latents during training
     keeps the decoder tolerant of the imperfect latents a diffusion model produces."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    vae = TinyVideoVAE(latent_channels, width)
+    vae = TinyVideoVAE(latent_channels, width, frame_wise)
     if init is not None:  # continue training earlier weights
         vae.load_state_dict(init.state_dict())
     vae.train().requires_grad_(True)

@@ -87,6 +87,10 @@ class DemoPipeline:
         if model.alchemint is None:
             raise ValueError(f"{model_path}: not an AlcheMinT model (no adapter in the file)")
         vae, text = load_encoders(encoders_path or ENCODERS_FILE)
+        if vae.latent_channels != model.cfg.in_dim:
+            raise ValueError(f"{encoders_path or ENCODERS_FILE}: its VAE makes {vae.latent_channels}-channel latents "
+                             f"but the model {model_path or MODEL_FILE} reads {model.cfg.in_dim}; give the encoders "
+                             "the model was trained with (--encoders)")
         self.vae, self.clip = DemoVAE(vae), DemoCLIP(text)
         self.handle = VideoModel(model, vae.latent_format, "demo")
 

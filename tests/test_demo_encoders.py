@@ -1,0 +1,72 @@
+"""The demo VAE's latent layout: Wan's geometry, and in the frame-wise layout each pixel frame in its own channels."""
+import json
+
+import pytest
+import torch
+
+from alchemint_core.config import CheckpointError
+from alchemint_core.encoders import TinyTextEncoder, TinyVideoVAE, load_encoders, save_encoders
+from alchemint_core.files import SafetensorsFile, save_safetensors
+
+
+def video(frames=9, size=16, seed=0):
+    return torch.rand(1, 3, frames, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("frame_wise", [False, True])
+def test_latents_have_wans_geometry_and_decode_to_the_input_shape(frame_wise):
+    vae = TinyVideoVAE(8, 16, frame_wise=frame_wise).eval()
+    x = video()
+    z = vae.encode(x)
+    assert z.shape == (1, 8, 3, 2, 2)  # (9-1)/4+1 latent frames, 8x smaller
+    assert vae.decode(z).shape == x.shape
+
+
+def test_frame_wise_latent_keeps_each_pixel_frame_in_its_own_channel_group():
+    """Changing pixel frame 6 (latent frame 2 = frames 5..8, its second frame) changes only the second quarter of
+    latent frame 2's channels; a joint encoder mixes it into all of them."""
+    x = video()
+    y = x.clone()
+    y[:, :, 6] = -y[:, :, 6]
+    fw = TinyVideoVAE(8, 16, frame_wise=True).eval()
+    diff = (fw.encode(x) - fw.encode(y)).abs().amax(dim=(0, 3, 4))  # [C, T]
+    changed = diff > 1e-6
+    assert changed[2:4, 2].all() and changed.sum() == changed[2:4, 2].sum()
+    joint = TinyVideoVAE(8, 16).eval()
+    jdiff = (joint.encode(x) - joint.encode(y)).abs().amax(dim=(0, 3, 4))
+    assert (jdiff[:, 2] > 1e-6).all()
+
+
+def test_frame_wise_needs_channels_divisible_by_four():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        TinyVideoVAE(6, 16, frame_wise=True)
+
+
+@pytest.mark.parametrize("frame_wise", [False, True])
+def test_encoders_file_keeps_the_layout(tmp_path, frame_wise):
+    vae = TinyVideoVAE(8, 16, frame_wise=frame_wise).eval()
+    text = TinyTextEncoder(["red", "ring"], dim=32, layers=1, heads=2)
+    path = save_encoders(vae, text, tmp_path / "enc.safetensors")
+    vae2, _ = load_encoders(path)
+    assert vae2.frame_wise is frame_wise
+    x = video()
+    assert torch.equal(vae.encode(x), vae2.encode(x))
+
+
+def test_files_written_before_the_frame_wise_layout_load_as_joint(tmp_path):
+    """Encoders files from before the option have no 'frame_wise' in their header: they are joint VAEs."""
+    vae = TinyVideoVAE(8, 16).eval()
+    text = TinyTextEncoder(["red"], dim=32, layers=1, heads=2)
+    path = save_encoders(vae, text, tmp_path / "enc.safetensors")
+    f = SafetensorsFile(path)
+    meta = dict(f.metadata)
+    cfg = json.loads(meta["vae"])
+    del cfg["frame_wise"]
+    meta["vae"] = json.dumps(cfg)
+    old = save_safetensors({k: f.tensor(k) for k in f.keys()}, tmp_path / "old.safetensors", meta)
+    assert load_encoders(old)[0].frame_wise is False
+    cfg["frame_wise"] = True  # a header that lies about the layout: the weights do not fit
+    meta["vae"] = json.dumps(cfg)
+    bad = save_safetensors({k: f.tensor(k) for k in f.keys()}, tmp_path / "bad.safetensors", meta)
+    with pytest.raises(CheckpointError, match="do not match their config"):
+        load_encoders(bad)
