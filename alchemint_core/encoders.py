@@ -94,11 +94,12 @@ class TinyVideoVAE(nn.Module):
         b = video.shape[0]
         if video.shape[-1] % 8 or video.shape[-2] % 8:
             raise ValueError(f"video size {list(video.shape[-2:])} must be divisible by 8 for the VAE")
-        groups = self.group_frames(video.float())
-        if self.frame_wise:
-            z = self.enc(rearrange(groups, "b t (k c) h w -> (b t k) c h w", k=4))
-            return rearrange(z, "(b t k) c h w -> b (k c) t h w", b=b, k=4)
-        z = self.enc(rearrange(groups, "b t c h w -> (b t) c h w"))
+        latent_frame_count(video.shape[2])
+        if self.frame_wise:  # each pixel frame once, then grouped like the pixels (frame 0's code fills group 0)
+            z = self.enc(rearrange(video.float(), "b c n h w -> (b n) c h w"))
+            return rearrange(self.group_frames(rearrange(z, "(b n) c h w -> b c n h w", b=b)),
+                             "b t c h w -> b c t h w")
+        z = self.enc(rearrange(self.group_frames(video.float()), "b t c h w -> (b t) c h w"))
         return rearrange(z, "(b t) c h w -> b c t h w", b=b)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,18 @@ def test_frame_wise_latent_keeps_each_pixel_frame_in_its_own_channel_group():
     assert (jdiff[:, 2] > 1e-6).all()
 
 
+def test_frame_wise_latent_frame_is_the_codes_of_its_four_pixel_frames_in_order():
+    """Latent frame 0 = frame 0's code four times (causal first frame); latent frame f = codes of frames 4f-3..4f."""
+    vae = TinyVideoVAE(8, 16, frame_wise=True).eval()
+    x = video()
+    z = vae.encode(x)
+    code = lambda n: vae.enc(x[:, :, n])  # noqa: E731  [1, 2, 2, 2]: one pixel frame's code
+    for f in range(3):
+        frames = [0] * 4 if f == 0 else range(4 * f - 3, 4 * f + 1)
+        expect = torch.cat([code(n) for n in frames], dim=1)
+        assert torch.allclose(z[:, :, f], expect, atol=1e-6)
+
+
 def test_frame_wise_needs_channels_divisible_by_four():
     with pytest.raises(ValueError, match="divisible by 4"):
         TinyVideoVAE(6, 16, frame_wise=True)
