@@ -59,22 +59,23 @@ class TinyVideoVAE(nn.Module):
     alone (causal first frame); latent frame f encodes pixel frames 4f-3..4f stacked along channels. Space is
     reduced 8x by three strided convolutions.
 
-    frame_wise: each of the four pixel frames is encoded alone into its own quarter of the latent channels (the
-    decoder still sees all four). A joint encoder learns to merge the four frames, so a subject present in only
-    some of them decodes in all or none (presence snaps to latent frames); a frame-wise one cannot merge them."""
+    frame_wise: an image autoencoder applied to each pixel frame, its code in the frame's own quarter of the
+    latent channels. A joint encoder and decoder learn to blur the four frames of a latent frame together, so a
+    subject present in only some of them decodes in all or none (presence snaps to latent frames) and motion
+    inside a latent frame is lost; a frame-wise one cannot mix frames."""
 
     def __init__(self, latent_channels: int = 8, width: int = 64, frame_wise: bool = False):
         super().__init__()
         if frame_wise and latent_channels % 4:
             raise ValueError(f"a frame-wise VAE needs latent channels divisible by 4, got {latent_channels}")
         self.latent_channels, self.width, self.frame_wise = latent_channels, width, frame_wise
-        c_in, c_code = (3, latent_channels // 4) if frame_wise else (12, latent_channels)
-        self.enc = nn.Sequential(nn.Conv2d(c_in, width, 3, 1, 1), _block(width, width, True),
+        pixels, code = (3, latent_channels // 4) if frame_wise else (12, latent_channels)
+        self.enc = nn.Sequential(nn.Conv2d(pixels, width, 3, 1, 1), _block(width, width, True),
                                  _block(width, width, True), _block(width, width, True), nn.GroupNorm(8, width),
-                                 nn.SiLU(), nn.Conv2d(width, c_code, 3, 1, 1))
-        self.dec = nn.Sequential(nn.Conv2d(latent_channels, width, 3, 1, 1), _Res(width), _block(width, width, False),
+                                 nn.SiLU(), nn.Conv2d(width, code, 3, 1, 1))
+        self.dec = nn.Sequential(nn.Conv2d(code, width, 3, 1, 1), _Res(width), _block(width, width, False),
                                  _block(width, width, False), _block(width, width, False), nn.GroupNorm(8, width),
-                                 nn.SiLU(), nn.Conv2d(width, 12, 3, 1, 1))
+                                 nn.SiLU(), nn.Conv2d(width, pixels, 3, 1, 1))
         self.register_buffer("stats", torch.stack([torch.zeros(latent_channels), torch.ones(latent_channels)]))
 
     @property
@@ -104,8 +105,12 @@ class TinyVideoVAE(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         b = latents.shape[0]
-        y = self.dec(rearrange(latents.float(), "b c t h w -> (b t) c h w"))
-        y = rearrange(y, "(b t) (k c) h w -> b c (t k) h w", b=b, k=4)
+        if self.frame_wise:
+            y = self.dec(rearrange(latents.float(), "b (k c) t h w -> (b t k) c h w", k=4))
+            y = rearrange(y, "(b t k) c h w -> b c (t k) h w", b=b, k=4)
+        else:
+            y = self.dec(rearrange(latents.float(), "b c t h w -> (b t) c h w"))
+            y = rearrange(y, "(b t) (k c) h w -> b c (t k) h w", b=b, k=4)
         y = y[:, :, 3:]  # the first group's last frame is frame 0
         return y if self.training else y.clamp(-1, 1)  # clamping in training would stop gradients
 

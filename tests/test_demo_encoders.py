@@ -37,6 +37,17 @@ def test_frame_wise_latent_keeps_each_pixel_frame_in_its_own_channel_group():
     assert (jdiff[:, 2] > 1e-6).all()
 
 
+def test_frame_wise_decoder_draws_each_pixel_frame_from_its_own_channel_group():
+    """Changing the second quarter of latent frame 2 changes pixel frame 6 only; in the joint layout, frames 5..8."""
+    for frame_wise, frames in ((True, [6]), (False, [5, 6, 7, 8])):
+        vae = TinyVideoVAE(8, 16, frame_wise=frame_wise).eval()
+        z = vae.encode(video())
+        z2 = z.clone()
+        z2[:, 2:4, 2] += 1
+        changed = (vae.decode(z) - vae.decode(z2)).abs().amax(dim=(0, 1, 3, 4)) > 1e-6
+        assert torch.nonzero(changed).flatten().tolist() == frames
+
+
 def test_frame_wise_latent_frame_is_the_codes_of_its_four_pixel_frames_in_order():
     """Latent frame 0 = frame 0's code four times (causal first frame); latent frame f = codes of frames 4f-3..4f."""
     vae = TinyVideoVAE(8, 16, frame_wise=True).eval()

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..encoders import TinyTextEncoder, TinyVideoVAE
@@ -21,6 +22,13 @@ def video_batch(rng: np.random.Generator, n: int, frames: int, size: int) -> tor
     vids = [random_video(rng, "train", frames, size, size).frames for _ in range(n)]
     x = torch.from_numpy(np.stack(vids)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     return x
+
+
+def reference_batch(rng: np.random.Generator, n: int, size: int) -> torch.Tensor:
+    """[n, 3, size, size] in [-1, 1]: reference images of training appearances."""
+    pool = appearances("train")
+    imgs = [render_reference(rng, pool[int(rng.integers(len(pool)))], size, size)[0] for _ in range(n)]
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17, size: int = 64,
@@ -44,14 +52,19 @@ def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17
         x = pool[step % len(pool)] if step % 4 else video_batch(rng, batch, frames, size)
         if step % 4 == 0:
             pool[(step // 4) % len(pool)] = x
-        if step % 5 == 4:  # single frames, as references are encoded
+        if vae.frame_wise:  # an image autoencoder applied per frame: train it on frames
+            x = rearrange(x, "b c n h w -> (b n) c h w")[torch.from_numpy(rng.permutation(batch * frames)[:32])]
+            if step % 5 == 4:  # reference images, as they are encoded
+                x = reference_batch(rng, 16, size)
+        if step % 5 == 4 and not vae.frame_wise:  # single frames, as references are encoded
             x = x[:, :, int(rng.integers(0, frames)), None]
-        else:  # the VAE is convolutional: random 32-pixel crops train it 4x faster than whole frames
+        elif step % 5 != 4:  # the VAE is convolutional: random 32-pixel crops train it 4x faster than whole frames
             oy, ox = (int(rng.integers(0, (size - crop) // 8 + 1)) * 8 for _ in range(2))
             x = x[..., oy:oy + crop, ox:ox + crop]
-        z = vae.encode(x)
+        code, draw = (vae.enc, vae.dec) if vae.frame_wise else (vae.encode, vae.decode)
+        z = code(x)
         z_noisy = z + 0.05 * z.detach().std() * torch.randn_like(z)
-        y = vae.decode(z_noisy)
+        y = draw(z_noisy)
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 1e-4 * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
