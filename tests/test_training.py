@@ -318,3 +318,13 @@ def test_atomic_writes_make_files_with_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "alchemint_core" / "demo" / "configs").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_demo_config_is_valid_and_builds_its_model(path):
+    from alchemint_core.config import WanConfig
+    from alchemint_core.train_config import read_config_file
+    cfg = TrainConfig.from_dict(read_config_file(path)).validate()
+    model = WanConfig.from_dict(cfg.model).validate()
+    assert model.in_dim == model.out_dim and cfg.cache.startswith("runs/") and cfg.out.startswith("runs/")

@@ -52,13 +52,13 @@ def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17
         x = pool[step % len(pool)] if step % 4 else video_batch(rng, batch, frames, size)
         if step % 4 == 0:
             pool[(step // 4) % len(pool)] = x
-        if vae.frame_wise:  # an image autoencoder applied per frame: train it on frames
+        if vae.frame_wise:  # an image autoencoder applied per frame: train it on frames and reference images
             x = rearrange(x, "b c n h w -> (b n) c h w")[torch.from_numpy(rng.permutation(batch * frames)[:32])]
-            if step % 5 == 4:  # reference images, as they are encoded
+            if step % 5 == 4:
                 x = reference_batch(rng, 16, size)
-        if step % 5 == 4 and not vae.frame_wise:  # single frames, as references are encoded
+        elif step % 5 == 4:  # single frames, as references are encoded
             x = x[:, :, int(rng.integers(0, frames)), None]
-        elif step % 5 != 4:  # the VAE is convolutional: random 32-pixel crops train it 4x faster than whole frames
+        if step % 5 != 4:  # the VAE is convolutional: random 32-pixel crops train it 4x faster than whole frames
             oy, ox = (int(rng.integers(0, (size - crop) // 8 + 1)) * 8 for _ in range(2))
             x = x[..., oy:oy + crop, ox:ox + crop]
         code, draw = (vae.enc, vae.dec) if vae.frame_wise else (vae.encode, vae.decode)
