@@ -93,3 +93,29 @@ def test_files_written_before_the_frame_wise_layout_load_as_joint(tmp_path):
     bad = save_safetensors({k: f.tensor(k) for k in f.keys()}, tmp_path / "bad.safetensors", meta)
     with pytest.raises(CheckpointError, match="do not match their config"):
         load_encoders(bad)
+
+
+def reconstruction_error(vae: TinyVideoVAE, seed: int = 7) -> float:
+    import numpy as np
+
+    from alchemint_core.demo.encoder_training import video_batch
+    x = video_batch(np.random.default_rng(seed), 2, 9, 32)
+    with torch.no_grad():
+        return float((vae.eval().decode(vae.encode(x)) - x).abs().mean())
+
+
+def test_train_encoders_trains_a_frame_wise_vae_beside_the_init_files_text_encoder(tmp_path):
+    """The CLI with --init and another VAE architecture: a new frame-wise VAE is trained (its reconstruction of
+    unseen videos improves on the untrained one) and the init file's text encoder is kept as it was."""
+    from alchemint_core import cli
+    from alchemint_core.demo.pipeline import ENCODERS_FILE
+    out = tmp_path / "enc.safetensors"
+    assert cli.main(["train-encoders", "--init", str(ENCODERS_FILE), "--frame-wise", "--vae-channels", "8",
+                     "--vae-width", "16", "--vae-steps", "60", "--text-steps", "0", "--threads", "1",
+                     "--out", str(out)]) == 0
+    vae, text = load_encoders(out)
+    assert vae.frame_wise and vae.latent_channels == 8 and vae.width == 16
+    shipped_text = load_encoders(ENCODERS_FILE)[1]
+    assert all(torch.equal(a, b) for a, b in zip(text.state_dict().values(), shipped_text.state_dict().values()))
+    torch.manual_seed(0)
+    assert reconstruction_error(vae) < 0.8 * reconstruction_error(TinyVideoVAE(8, 16, frame_wise=True))

@@ -44,7 +44,8 @@ def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17
         vae.load_state_dict(init.state_dict())
     vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
-    pool = [video_batch(rng, batch, frames, size) for _ in range(64)]  # rendering is slower than a step: reuse
+    # rendering is slower than a step: reuse a pool of batches (no more of them than the run has steps)
+    pool = [video_batch(rng, batch, frames, size) for _ in range(min(64, steps))]
     t0 = time.perf_counter()
     for step in range(steps):
         for g in opt.param_groups:
