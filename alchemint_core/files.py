@@ -24,9 +24,9 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; the result should be readable as any new file is
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is 0600 and writers may re-create it: readable as any new file
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

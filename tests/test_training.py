@@ -311,13 +311,14 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(cache, tmp_pa
 
 
 def test_atomic_writes_make_files_with_the_usual_permissions(tmp_path):
-    from alchemint_core.files import atomic_write
+    from alchemint_core.files import atomic_write, save_safetensors
     old = os.umask(0o022)
     try:
         path = atomic_write(tmp_path / "x.json", lambda tmp: open(tmp, "w").write("{}"))
+        weights = save_safetensors({"w": torch.zeros(2)}, tmp_path / "w.safetensors")  # safetensors re-creates it
     finally:
         os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o644 and weights.stat().st_mode & 0o777 == 0o644
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "alchemint_core" / "demo" / "configs").glob("*.toml")),
