@@ -8,6 +8,7 @@ from alchemint_core.demo.detector import SubjectDetector
 from alchemint_core.demo.evaluate import heldout_prompts, load_detector, load_prompts, validate_detector
 from alchemint_core.demo.pipeline import appearance_of, parse_subject
 from alchemint_core.synthetic import HELD_OUT, appearances, random_video
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,22 @@ def test_vae_ceiling_scores_the_prompts_ground_truth_through_the_vae(detector):
     ceiling = through_vae(DemoVAE(load_encoders(ENCODERS_FILE)[0]), prompts, detector)
     assert ceiling.subjects == 16 and ceiling.name == "ground truth through the VAE (ceiling)"
     assert 0.3 < ceiling.t_iou[0] <= exact.t_iou[0]
+
+
+def test_frame_wise_vae_keeps_presence_inside_latent_frames_where_the_shipped_one_snaps_it(detector):
+    """The committed frame-wise VAE (checkpoints/demo-v5) against the shipped joint one on the same ground truth:
+    the joint one draws a subject in all four frames of a latent frame or none (t-IOU ~0.8), the frame-wise one
+    keeps each frame (1.0 here) and the subjects' shapes."""
+    from alchemint_core.demo.evaluate import through_vae
+    from alchemint_core.demo.pipeline import ENCODERS_FILE
+    from alchemint_core.encoders import load_encoders
+    from alchemint_core.native import DemoVAE
+    prompts = heldout_prompts(16, seed=11)
+    joint = through_vae(DemoVAE(load_encoders(ENCODERS_FILE)[0]), prompts, detector)
+    frame_wise = through_vae(DemoVAE(load_encoders(ROOT / "checkpoints" / "demo-v5" / "encoders.safetensors")[0]),
+                             prompts, detector)
+    assert frame_wise.t_iou[0] >= 0.97 and frame_wise.t_iou[0] > joint.t_iou[0] + 0.1
+    assert frame_wise.shape_accuracy > 0.85 and frame_wise.colour_accuracy > 0.95
 
 
 def test_shipped_model_follows_the_requested_intervals_better_than_drawing_subjects_always(detector):
