@@ -151,7 +151,7 @@ def cmd_train_encoders(args) -> int:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     vae0, text0 = load_encoders(args.init) if args.init else (None, None)
     arch = dict(latent_channels=args.vae_channels, width=args.vae_width, frame_wise=args.frame_wise)
-    if vae0 is not None and (vae0.latent_channels, vae0.width, vae0.frame_wise) != tuple(arch.values()):
+    if vae0 is not None and {k: getattr(vae0, k) for k in arch} != arch:
         vae0 = None  # another architecture: a new VAE beside the file's text encoder
     vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr, **arch)
     text = text0 if text0 is not None and args.text_steps == 0 else train_text_encoder(steps=args.text_steps,
@@ -409,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--vae-channels", type=int, default=16, help="VAE latent channels (default 16)")
     enc.add_argument("--vae-width", type=int, default=48, help="VAE convolution width (default 48)")
     enc.add_argument("--frame-wise", action="store_true",
-                     help="encode each pixel frame into its own quarter of the latent channels (presence inside a "
-                          "latent frame survives); an --init VAE of another architecture is replaced, its text "
+                     help="code each pixel frame on its own, in its own quarter of the latent channels (presence "
+                          "and motion inside a latent frame survive); an --init VAE of another architecture is replaced, its text "
                           "encoder kept")
     enc.set_defaults(func=cmd_train_encoders)
 

@@ -105,13 +105,12 @@ class TinyVideoVAE(nn.Module):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         b = latents.shape[0]
-        if self.frame_wise:
-            y = self.dec(rearrange(latents.float(), "b (k c) t h w -> (b t k) c h w", k=4))
-            y = rearrange(y, "(b t k) c h w -> b c (t k) h w", b=b, k=4)
+        if self.frame_wise:  # one code per pixel frame; latent frame 0's last copy of frame 0 is the one drawn
+            codes = rearrange(latents.float(), "b (k c) t h w -> b (t k) c h w", k=4)[:, 3:]
+            y = rearrange(self.dec(rearrange(codes, "b n c h w -> (b n) c h w")), "(b n) c h w -> b c n h w", b=b)
         else:
             y = self.dec(rearrange(latents.float(), "b c t h w -> (b t) c h w"))
-            y = rearrange(y, "(b t) (k c) h w -> b c (t k) h w", b=b, k=4)
-        y = y[:, :, 3:]  # the first group's last frame is frame 0
+            y = rearrange(y, "(b t) (k c) h w -> b c (t k) h w", b=b, k=4)[:, :, 3:]  # group 0's last frame: frame 0
         return y if self.training else y.clamp(-1, 1)  # clamping in training would stop gradients
 
     def set_statistics(self, latents: torch.Tensor) -> None:

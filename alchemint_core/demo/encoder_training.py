@@ -55,7 +55,7 @@ def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17
             pool[(step // 4) % len(pool)] = x
         if vae.frame_wise:  # an image autoencoder applied per frame: train it on frames and reference images
             x = rearrange(x, "b c n h w -> (b n) c h w")[torch.from_numpy(rng.permutation(batch * frames)[:32])]
-            if step % 5 == 4:
+            if step % 5 == 4:  # (the frames above are still drawn: the random stream stays as it was trained)
                 x = reference_batch(rng, 16, size)
         elif step % 5 == 4:  # single frames, as references are encoded
             x = x[:, :, int(rng.integers(0, frames)), None]
