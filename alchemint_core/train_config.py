@@ -13,6 +13,7 @@ from .files import read_small_text
 
 MODES = ("lora", "full", "adapter-only")
 PRECISIONS = ("auto", "bf16", "fp32")
+LR_SCHEDULES = ("constant", "cosine")
 TIMESTEP_SAMPLING = ("logit-normal", "shifted-uniform")
 
 
@@ -40,6 +41,9 @@ class TrainConfig:
     weight_decay: float = opt(0.01, "AdamW weight decay")
     betas: list = opt([0.9, 0.999], "AdamW betas")
     warmup_steps: int = opt(100, "linear learning-rate warm-up from 0 over this many steps")
+    lr_schedule: str = opt("constant", "after warm-up: 'constant' or 'cosine' (decays to min_lr_ratio x the rate at "
+                                       "`steps`; resuming with more steps stretches the rest of the curve)")
+    min_lr_ratio: float = opt(0.1, "the cosine schedule's final learning rate as a fraction of lr_new/lr_base")
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
     timestep_sampling: str = opt("logit-normal", "how noise levels are drawn: 'logit-normal' or 'shifted-uniform'")
     logit_mean: float = opt(0.0, "mean of the logit-normal noise-level distribution")
@@ -62,6 +66,9 @@ class TrainConfig:
     precision: str = opt("auto", "compute precision: 'auto' (bf16 autocast on CUDA, fp32 on the CPU), 'bf16' "
                                  "(autocast on any device; ~2x faster on CPUs with AVX-512 BF16) or 'fp32'. "
                                  "Weights and optimizer state stay fp32")
+    compile: str = opt("", "torch.compile every transformer block with this backend: '' (off) or 'inductor' "
+                           "(fused kernels; the tiny demo model trains ~1.5x faster on a CPU after a one-off "
+                           "compile of a minute or two)")
 
     def validate(self) -> "TrainConfig":
         errors = []
@@ -73,6 +80,12 @@ class TrainConfig:
             errors.append(f"mode {self.mode!r} must be one of {MODES}")
         if self.precision not in PRECISIONS:
             errors.append(f"precision {self.precision!r} must be one of {PRECISIONS}")
+        if self.compile != "" and self.compile not in compile_backends():
+            errors.append(f"compile {self.compile!r} is not a torch.compile backend; use 'inductor' or '' (off)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            errors.append(f"lr_schedule {self.lr_schedule!r} must be one of {LR_SCHEDULES}")
+        if not (isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1):
+            errors.append("min_lr_ratio must be a fraction in [0, 1]")
         if self.timestep_sampling not in TIMESTEP_SAMPLING:
             errors.append(f"timestep_sampling {self.timestep_sampling!r} must be one of {TIMESTEP_SAMPLING}")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
@@ -107,6 +120,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"training config: unknown options {unknown}; check the spelling (train --help lists every option)")
         return cls(**d)
+
+
+def compile_backends() -> list[str]:
+    import torch._dynamo
+    return torch._dynamo.list_backends(exclude_tags=())  # 'eager' too: it checks graph capture without codegen
 
 
 def read_config_file(path: str | Path) -> dict:

@@ -99,6 +99,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> WanModel:
             trains = name.startswith("alchemint.")
         p.requires_grad_(trains)
     model.gradient_checkpointing = cfg.gradient_checkpointing
+    if cfg.compile:
+        model.compile_blocks(backend=cfg.compile)  # in place: parameter names and checkpoints stay the same
     return model.train()
 
 
@@ -126,8 +128,15 @@ def like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return value.to(param.device)
 
 
-def warmup_factor(step: int, warmup: int) -> float:
-    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from 0, then constant or a cosine decay to min_lr_ratio at the last step."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(cfg.steps - 1 - cfg.warmup_steps, 1)  # the last step runs at the floor
+    done = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def flow_matching_loss(model, batch: Batch) -> torch.Tensor:
@@ -188,7 +197,7 @@ class Trainer:
     def identity(self) -> dict:
         """What must match for a checkpoint to be resumed: everything that changes the trajectory but steps."""
         d = self.cfg.to_dict()
-        for k in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "out", "threads", "device"):
+        for k in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "out", "threads", "device", "compile"):
             d.pop(k)
         return d
 
@@ -252,7 +261,7 @@ class Trainer:
     def train_step(self) -> float:
         cfg = self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = (cfg.lr_new if group.get("name") == "new" else cfg.lr_base) * warmup_factor(self.step, cfg.warmup_steps)
+            group["lr"] = (cfg.lr_new if group.get("name") == "new" else cfg.lr_base) * lr_factor(self.step, cfg)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(cfg.grad_accum):

@@ -258,7 +258,11 @@ def test_help_explains_every_option():
 @pytest.mark.parametrize("change,match", [({"mode": "half"}, "mode"), ({"steps": 0}, "steps"),
                                           ({"p_drop_refs": 2}, "probability"), ({"bogus": 1}, "unknown options"),
                                           ({"mode": "lora"}, "lora_rank"), ({"cache": ""}, "cache is required"),
-                                          ({"precision": "fp8"}, "precision")])
+                                          ({"precision": "fp8"}, "precision"),
+                                          ({"compile": "fast"}, "not a torch.compile backend"),
+                                          ({"compile": True}, "not a torch.compile backend"),
+                                          ({"lr_schedule": "step"}, "lr_schedule"),
+                                          ({"min_lr_ratio": 2}, "min_lr_ratio")])
 def test_bad_training_configs_are_explained(cache, tmp_path, change, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig.from_dict({**train_config(cache, tmp_path), **change}).validate()
@@ -308,6 +312,37 @@ def test_bf16_autocast_trains_close_to_fp32_and_keeps_fp32_weights(cache, tmp_pa
     assert all(v.dtype == torch.float32 for v in b.values())
     diff = [float((a[k] - b[k]).abs().max()) for k in a]
     assert 0 < max(diff) < 0.05  # bf16 matmuls really ran, and the training stayed on the same path
+
+
+def test_compiled_blocks_train_the_same_weights_and_resume_eager(cache, tmp_path):
+    """compile goes through dynamo's graph capture of every block in training (the 'eager' backend skips code
+    generation to keep the test fast; inductor is what the demo model trains with) and is no part of a run's
+    identity: a run compiled for 4 steps resumes eager and lands where an all-eager run does."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    eager = run(train_config(cache, tmp_path / "eager", steps=6, checkpoint_every=2))
+    run(train_config(cache, tmp_path / "mixed", steps=4, checkpoint_every=2, compile="eager"))
+    mixed = run(train_config(cache, tmp_path / "mixed", steps=6, checkpoint_every=2), resume=True)
+    a, b = tensors(eager.output), tensors(mixed.output)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-6, rtol=1e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the blocks really were captured
+    assert not torch._dynamo.utils.counters["graph_break"]  # whole blocks, not pieces
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_floor(cache, tmp_path):
+    import csv
+    out = tmp_path / "cos"
+    run(train_config(cache, out, steps=12, warmup_steps=2, lr_schedule="cosine", min_lr_ratio=0.1))
+    lr = [float(r["lr_new"]) for r in csv.DictReader(open(out / "metrics.csv"))]
+    assert len(lr) == 12 and lr[0] == pytest.approx(5e-4) and lr[1] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lr[1:], lr[2:])) and lr[-1] < lr[1]
+    assert lr[6] + lr[7] == pytest.approx(1e-3 * (1 + 0.1), rel=0.01)  # a cosine: symmetric about its middle
+    assert lr[-1] == pytest.approx(1e-4)
+    flat = tmp_path / "flat"
+    run(train_config(cache, flat, steps=6, warmup_steps=2))
+    assert [float(r["lr_new"]) for r in csv.DictReader(open(flat / "metrics.csv"))][1:] == [1e-3] * 5
 
 
 def test_atomic_writes_make_files_with_the_usual_permissions(tmp_path):
