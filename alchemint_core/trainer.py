@@ -98,6 +98,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> WanModel:
         else:  # adapter-only
             trains = name.startswith("alchemint.")
         p.requires_grad_(trains)
+        if trains and p.dtype != torch.float32:  # an fp16/bf16 base: AdamW on half-precision weights turns to NaN
+            p.data = p.data.float()
     model.gradient_checkpointing = cfg.gradient_checkpointing
     if cfg.compile:
         model.compile_blocks(backend=cfg.compile)  # in place: parameter names and checkpoints stay the same

@@ -138,6 +138,19 @@ def test_full_training_from_scratch_lowers_the_loss(cache, tmp_path):
     assert model.alchemint is not None and model.cfg.dim == TINY_MODEL["dim"]
 
 
+def test_full_training_continues_from_an_fp16_model_file_in_fp32(cache, tmp_path):
+    """A model stored in fp16 (as the shipped demo model is) continues training: its weights train in fp32."""
+    first = run(train_config(cache, tmp_path / "a", steps=4))
+    assert cli(["convert", str(first.output), str(tmp_path / "half.safetensors")]).returncode == 0
+    cfg = TrainConfig.from_dict({**train_config(cache, tmp_path / "b", steps=6), "base": str(tmp_path / "half.safetensors"),
+                                 "model": {}})
+    trainer = Trainer(cfg, show_bar=False)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    trainer.run()
+    losses = [float(r.split(",")[1]) for r in (tmp_path / "b" / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
+
+
 def test_lora_adapter_file_loads_back_and_changes_the_output(cache, tmp_path):
     base_run = run(train_config(cache, tmp_path / "base", steps=2))
     cfg = train_config(cache, tmp_path / "lora", base=str(base_run.output), mode="lora", steps=4,
