@@ -31,6 +31,8 @@ class TrainConfig:
     model: dict = opt({}, "config of a new model trained from scratch (WanConfig fields), used when base is empty")
     adapter: dict = opt({}, "AlcheMinT adapter settings (AdapterConfig fields: rope_mode, w_mid, w_edge, "
                             "edge_offset, max_refs, ref_timestep, dense_captions, lora_rank, lora_alpha, ...)")
+    deepen_to: int = opt(0, "grow the base model to this many transformer blocks before training (mode 'full'): "
+                            "its blocks spread evenly, new ones in between start as the identity; 0 = keep its depth")
     mode: str = opt("lora", "what trains: 'lora' (adapter + LoRA deltas), 'full' (every weight) or "
                             "'adapter-only' (only the new AlcheMinT parameters)")
     steps: int = opt(1000, "optimizer steps to train")
@@ -106,6 +108,10 @@ class TrainConfig:
             errors.append("give either base (a Wan checkpoint) or model (a config to train from scratch)")
         if not self.base and self.mode != "full":
             errors.append("a model trained from scratch needs mode 'full'")
+        if not isinstance(self.deepen_to, int) or isinstance(self.deepen_to, bool) or self.deepen_to < 0:
+            errors.append("deepen_to must be an integer >= 0 (0 = keep the base model's depth)")
+        elif self.deepen_to and (not self.base or self.mode != "full"):
+            errors.append("deepen_to needs a base model and mode 'full' (new blocks must train)")
         if errors:
             raise ValueError("training config: " + "; ".join(errors))
         return self

@@ -18,7 +18,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from .config import AdapterConfig, CheckpointError, WanConfig
 from .files import SafetensorsFile, atomic_write, remove_temporaries, save_safetensors
 from .latents import LatentFormat, read_latent_format
-from .loading import init_tag_mlp_from_text_embedding, load_model, save_adapter, save_model
+from .initialisation import deepen, init_from_scratch
+from .loading import load_model, save_adapter, save_model
 from .memory import TRAINING_OPTIONS, explain_out_of_memory
 from .model import WanModel
 from .plotting import line_plot
@@ -64,21 +65,6 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     return dev
 
 
-def init_from_scratch(model: WanModel) -> None:
-    """Initialisation for a model trained from nothing (the demo): Xavier linears, small modulation, zero head."""
-    for name, p in model.named_parameters():
-        if name.startswith("alchemint.") or p.ndim < 2 and "norm" in name:
-            continue
-        if "modulation" in name:
-            torch.nn.init.normal_(p, std=p.shape[-1] ** -0.5)
-        elif p.ndim >= 2:
-            torch.nn.init.xavier_uniform_(p.view(p.shape[0], -1))
-        else:
-            torch.nn.init.zeros_(p)
-    torch.nn.init.zeros_(model.head.head.weight)
-    init_tag_mlp_from_text_embedding(model)
-
-
 def build_model(cfg: TrainConfig, device: torch.device) -> WanModel:
     adapter = AdapterConfig.from_dict(cfg.adapter)
     torch.manual_seed(cfg.seed)
@@ -90,6 +76,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> WanModel:
             model.add_lora(adapter.lora_rank, adapter.lora_alpha, adapter.lora_targets)
         init_from_scratch(model)
         model = model.to(device)
+    if cfg.deepen_to:
+        deepen(model, cfg.deepen_to)
     for name, p in model.named_parameters():
         if cfg.mode == "full":
             trains = True

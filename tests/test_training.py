@@ -151,6 +151,39 @@ def test_full_training_continues_from_an_fp16_model_file_in_fp32(cache, tmp_path
     assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
 
 
+def test_deepening_keeps_the_function_then_trains_the_new_blocks(cache, tmp_path):
+    """deepen_to grows a trained model: at step 0 it computes exactly what the base did, then every new block
+    trains and the saved file loads back with the new depth."""
+    base_run = run(train_config(cache, tmp_path / "base", steps=4))
+    base = ac.load_model(base_run.output)
+    cfg = {**train_config(cache, tmp_path / "deep", steps=4, base=str(base_run.output), deepen_to=5), "model": {}}
+    trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)
+    assert len(trainer.model.blocks) == 5
+    x, ctx, t = torch.randn(1, 4, 3, 4, 4), torch.randn(1, 3, TINY_MODEL["text_dim"]), torch.tensor([500.0])
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.model(x, t, ctx), base(x, t, ctx), atol=1e-6, rtol=1e-5)
+    new_blocks = [i for i in range(5) if i not in (0, 4)]  # 2 -> 5: the trained blocks stay first and last
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    result = trainer.run()
+    saved = tensors(result.output)
+    for i in new_blocks:
+        assert saved[f"blocks.{i}.ffn.2.weight"].abs().max() > 0  # zero-initialised, now trained
+        assert not torch.equal(saved[f"blocks.{i}.self_attn.q.weight"], before[f"blocks.{i}.self_attn.q.weight"])
+    deep = ac.load_model(result.output)
+    assert deep.cfg.num_layers == 5 and len(deep.blocks) == 5
+
+
+@pytest.mark.parametrize("change,match", [({"deepen_to": 1}, "must be an integer >= the model's 2 blocks"),
+                                          ({"deepen_to": 3, "mode": "adapter-only"}, "mode 'full'"),
+                                          ({"deepen_to": -1}, "deepen_to must be an integer >= 0")])
+def test_bad_deepening_is_explained(cache, tmp_path, change, match):
+    base_run = run(train_config(cache, tmp_path / "base", steps=2))
+    cfg = TrainConfig.from_dict({**train_config(cache, tmp_path / "d", base=str(base_run.output), **change),
+                                 "model": {}})
+    with pytest.raises(ValueError, match=match):
+        Trainer(cfg.validate(), show_bar=False)
+
+
 def test_lora_adapter_file_loads_back_and_changes_the_output(cache, tmp_path):
     base_run = run(train_config(cache, tmp_path / "base", steps=2))
     cfg = train_config(cache, tmp_path / "lora", base=str(base_run.output), mode="lora", steps=4,
