@@ -226,7 +226,7 @@ def cmd_evaluate(args) -> int:
 
     from .demo.evaluate import (ABLATIONS, always_present, heldout_prompts, load_detector, load_prompts,
                                 markdown_table, score, through_vae, validate_detector, write_results)
-    from .demo.pipeline import ENCODERS_FILE, MODEL_FILE, DemoPipeline
+    from .demo.pipeline import MODEL_FILE, DemoPipeline, encoders_for
     from .encoders import load_encoders
     from .native import DemoVAE
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -240,11 +240,18 @@ def cmd_evaluate(args) -> int:
     if not args.model and not args.no_ablations:
         models += [(name, str(path)) for name, path in ABLATIONS.items() if path.is_file()]
     overrides = {k: v for k, v in (("w_edge", args.w_edge), ("edge_offset", args.edge_offset)) if v is not None}
-    rows = [always_present(prompts), through_vae(DemoVAE(load_encoders(args.encoders or ENCODERS_FILE)[0]), prompts,
-                                                 detector)]
+    # one ceiling per VAE in use: the shipped model's first, then any other (the ablations' may be older)
+    vaes: dict = {}
+    for name, path in models:
+        vaes.setdefault(encoders_for(path, args.encoders), []).append(name)
+    rows = [always_present(prompts)]
+    for i, (enc, names) in enumerate(vaes.items()):
+        label = "ground truth through the VAE (ceiling)" if i == 0 else \
+            f"ground truth through the VAE of {', '.join(names)} (ceiling)"
+        rows.append(through_vae(DemoVAE(load_encoders(enc)[0]), prompts, detector, label))
     print(markdown_table(rows), flush=True)
     for name, path in models:
-        pipe = DemoPipeline(path, args.encoders or ENCODERS_FILE)
+        pipe = DemoPipeline(path, args.encoders)
         rows.append(score(pipe, prompts, detector, name, steps=args.steps, timing_in_prompt=name == "prompt-only",
                           rope_overrides=overrides or None, guidance=guidance, shift=args.shift))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
@@ -300,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mode", choices=["none", "mid", "werope", "avg"],
                       help="temporal RoPE mode of the references (default: the one the model was trained with)")
     demo.add_argument("--model", help="another AlcheMinT checkpoint (default: the shipped demo model)")
-    demo.add_argument("--encoders", help="another demo-encoders file (default: the shipped one)")
+    demo.add_argument("--encoders", help="another demo-encoders file (default: the encoders.safetensors beside the "
+                                          "model file, else the shipped one)")
     demo.add_argument("--frames", type=int, default=17, help="frames, 4k+1 (default 17)")
     demo.add_argument("--fps", type=float, default=8.0, help="frames per second (default 8)")
     demo.add_argument("--strip", help="strip image path (default: the video's path with .png)")
@@ -320,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "\"start\": 0.5, \"end\": 1.5}], \"seed\": 3}, ...]")
     ev.add_argument("--model", action="append", metavar="NAME=PATH",
                     help="evaluate these checkpoints instead of the shipped model and its ablations (repeatable)")
-    ev.add_argument("--encoders", help="demo-encoders file (default: the shipped one)")
+    ev.add_argument("--encoders", help="demo-encoders file for every model (default: each model's own: the "
+                                        "encoders.safetensors beside its file, else the shipped one)")
     add_demo_sampling_options(ev)
     ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
     ev.add_argument("--w-edge", type=float, help="override WeRoPE's edge weight at sampling (werope models; a sweep)")

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from alchemint_core.demo.pipeline import ENCODERS_FILE, MODEL_FILE
-from alchemint_core.encoders import load_encoders
+from alchemint_core.demo.pipeline import MODEL_FILE, load_demo
 from alchemint_core.generation import VideoModel
 from alchemint_core.latents import WAN21
 from alchemint_core.loading import default_compute_dtype, load_model
@@ -79,9 +78,9 @@ class DemoModel:
                                                                       "Demo Model: checkpoint")
         if not path.is_file():
             raise ValueError(f"Demo Model: {path} is missing; reinstall the pack (it ships the demo model)")
-        model = load_model(path, device="cpu")
-        if model.alchemint is None:
-            raise ValueError(f"Demo Model: {checkpoint} is not an AlcheMinT model (no adapter in it); choose the "
-                             "shipped demo model or a full model written by the Trainer")
-        vae, text = load_encoders(ENCODERS_FILE)
+        try:
+            model, vae, text = load_demo(path)
+        except ValueError as err:
+            raise ValueError(f"Demo Model: {checkpoint}: {err}; choose the shipped demo model or a full model "
+                             "written by the Trainer") from None
         return (VideoModel(model, vae.latent_format, checkpoint), DemoVAE(vae), DemoCLIP(text))

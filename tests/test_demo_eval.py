@@ -141,3 +141,32 @@ def test_evaluate_command_writes_scores_and_the_settings_it_ran_with(tmp_path, c
                                                     "ground truth through the VAE (ceiling)", "shipped"]
     assert all(0 <= r["t_iou"][0] <= 1 and r["subjects"] == 3 for r in data["results"])
     assert "| shipped |" in capsys.readouterr().out
+
+
+def test_each_model_is_evaluated_with_the_encoders_beside_it(tmp_path):
+    """A model folder carries the encoders it was trained on: evaluate pairs each model with its own VAE (a DiT
+    only reads the latents it was trained on) and reports one ceiling per VAE."""
+    import shutil
+
+    from alchemint_core import cli
+    from alchemint_core.demo.pipeline import MODEL_FILE, DemoPipeline
+    v5 = ROOT / "checkpoints" / "demo-v5"
+    (tmp_path / "fw").mkdir()
+    for name in ("model.safetensors", "encoders.safetensors"):
+        shutil.copy(v5 / name, tmp_path / "fw" / name)
+    shutil.copy(v5 / "model.safetensors", tmp_path / "alone.safetensors")  # no encoders beside it
+    assert DemoPipeline(tmp_path / "fw" / "model.safetensors").vae.latent_channels == 32
+    with pytest.raises(ValueError, match="32.*encoders.safetensors beside the model file"):
+        DemoPipeline(tmp_path / "alone.safetensors")  # falls back to the shipped encoders, which do not fit
+    (tmp_path / "p.json").write_text(json.dumps([{"subjects": [{"tag": "red star", "start": 0.5, "end": 1.5}],
+                                                  "seed": 3}]))
+    out = tmp_path / "e.json"
+    assert cli.main(["evaluate", "--prompts", str(tmp_path / "p.json"), "--model", f"a={MODEL_FILE}",
+                     "--model", f"b={tmp_path / 'fw' / 'model.safetensors'}", "--steps", "2", "--threads", "1",
+                     "--out", str(out)]) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert list(rows) == ["always present (no model)", "ground truth through the VAE (ceiling)",
+                          "ground truth through the VAE of b (ceiling)", "a", "b"]
+    # the frame-wise VAE keeps presence inside latent frames, the shipped one snaps it to 4-frame blocks
+    assert rows["ground truth through the VAE of b (ceiling)"]["t_iou"][0] > rows[
+        "ground truth through the VAE (ceiling)"]["t_iou"][0]

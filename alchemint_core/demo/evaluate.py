@@ -195,7 +195,8 @@ def ground_truth_video(p: Prompt) -> np.ndarray:
     return render_video(rng, subs, FRAMES, SIZE, SIZE).frames
 
 
-def through_vae(vae: DemoVAE, prompts: list[Prompt], detector: SubjectDetector) -> Scores:
+def through_vae(vae: DemoVAE, prompts: list[Prompt], detector: SubjectDetector,
+                name: str = "ground truth through the VAE (ceiling)") -> Scores:
     """The ceiling of any model that makes latents for this VAE: the prompts' ground-truth videos encoded and decoded
     by it, then scored like a generated video. What the latent space cannot carry, no model can draw."""
     tally = Tally()
@@ -203,7 +204,7 @@ def through_vae(vae: DemoVAE, prompts: list[Prompt], detector: SubjectDetector) 
         video = torch.from_numpy(ground_truth_video(p)).float().div(255)  # [N, H, W, 3] in [0, 1]
         with torch.no_grad():
             tally.add(decode_frames(vae, vae.encode(video)), p.subjects, detector)
-    return tally.scores("ground truth through the VAE (ceiling)")
+    return tally.scores(name)
 
 
 def always_present(prompts: list[Prompt]) -> Scores:

@@ -78,19 +78,35 @@ def appearance_of(tag: str) -> Appearance:
     return Appearance(colours[0], shapes[0], "striped" if "striped" in words else "solid")
 
 
+def encoders_for(model_path: str | Path | None, encoders_path: str | Path | None = None) -> Path:
+    """The encoders a model works with (a DiT reads the latents of the VAE it was trained on): the given file, else
+    the encoders.safetensors beside the model file, else the shipped ones."""
+    if encoders_path:
+        return Path(encoders_path)
+    beside = Path(model_path or MODEL_FILE).parent / ENCODERS_FILE.name
+    return beside if beside.is_file() else ENCODERS_FILE
+
+
+def load_demo(model_path: str | Path | None = None, encoders_path: str | Path | None = None, device: str = "cpu"):
+    """(model, vae, text encoder) of a demo model and the encoders it works with, checked to fit each other."""
+    model = load_model(model_path or MODEL_FILE, device=device)
+    if model.alchemint is None:
+        raise ValueError(f"{model_path}: not an AlcheMinT model (no adapter in the file)")
+    enc = encoders_for(model_path, encoders_path)
+    vae, text = load_encoders(enc)
+    if vae.latent_channels != model.cfg.in_dim:
+        raise ValueError(f"{enc}: its VAE makes {vae.latent_channels}-channel latents but the model "
+                         f"{model_path or MODEL_FILE} reads {model.cfg.in_dim}; give the encoders the model was "
+                         f"trained with (--encoders, or an {ENCODERS_FILE.name} beside the model file)")
+    return model, vae, text
+
+
 class DemoPipeline:
     """The shipped tiny model with its own VAE and text encoder (behind ComfyUI's VAE/CLIP signatures)."""
 
     def __init__(self, model_path: str | Path | None = None, encoders_path: str | Path | None = None,
                  device: str = "cpu"):
-        model = load_model(model_path or MODEL_FILE, device=device)
-        if model.alchemint is None:
-            raise ValueError(f"{model_path}: not an AlcheMinT model (no adapter in the file)")
-        vae, text = load_encoders(encoders_path or ENCODERS_FILE)
-        if vae.latent_channels != model.cfg.in_dim:
-            raise ValueError(f"{encoders_path or ENCODERS_FILE}: its VAE makes {vae.latent_channels}-channel latents "
-                             f"but the model {model_path or MODEL_FILE} reads {model.cfg.in_dim}; give the encoders "
-                             "the model was trained with (--encoders)")
+        model, vae, text = load_demo(model_path, encoders_path, device)
         self.vae, self.clip = DemoVAE(vae), DemoCLIP(text)
         self.handle = VideoModel(model, vae.latent_format, "demo")
 
