@@ -137,7 +137,7 @@ def truncated_model(env: Env) -> Path:
 def encoders_of_another_channel_count(env: Env) -> Path:
     text = load_encoders(ENCODERS_FILE)[1]
     (env.tmp / "in").mkdir(exist_ok=True)
-    return save_encoders(TinyVideoVAE(32, 16, frame_wise=True), text, env.tmp / "in" / "fw32.safetensors")
+    return save_encoders(TinyVideoVAE(16, 16), text, env.tmp / "in" / "joint16.safetensors")
 
 
 def pickle_renamed(env: Env) -> Path:
@@ -322,7 +322,7 @@ CASES = [
          r"model\.safetensors: not a demo-encoders file", r"give the encoders\.safetensors"),
     Case("cli-encoders-of-another-latent-size",
          lambda e: demo_error(e, "--encoders", str(encoders_of_another_channel_count(e))),
-         r"fw32\.safetensors: its VAE makes 32-channel latents.*reads 16", r"give the encoders the model was trained"),
+         r"joint16\.safetensors: its VAE makes 16-channel latents.*reads 32", r"give the encoders the model was trained"),
     Case("node-adapter-for-another-base", adapter_for_another_base, r"other\.safetensors.*trained for a base",
          r"Load the base it was trained on"),
     Case("node-path-traversal", lambda e: (model_folders(e), node_error(lambda: ModelLoader().load(

@@ -95,18 +95,20 @@ def test_vae_ceiling_scores_the_prompts_ground_truth_through_the_vae(detector):
     assert 0.3 < ceiling.t_iou[0] <= exact.t_iou[0]
 
 
-def test_frame_wise_vae_keeps_presence_inside_latent_frames_where_the_shipped_one_snaps_it(detector):
-    """The committed frame-wise VAE (checkpoints/demo-v5) against the shipped joint one on the same ground truth:
+def test_frame_wise_vae_keeps_presence_inside_latent_frames_where_the_joint_one_snaps_it(detector):
+    """The shipped frame-wise VAE against the joint one the ablations were trained on, on the same ground truth:
     the joint one draws a subject in all four frames of a latent frame or none (t-IOU ~0.8), the frame-wise one
     keeps each frame (1.0 here) and the subjects' shapes."""
     from alchemint_core.demo.evaluate import through_vae
-    from alchemint_core.demo.pipeline import ENCODERS_FILE
+    from alchemint_core.demo.pipeline import ENCODERS_FILE, WEIGHTS
     from alchemint_core.encoders import load_encoders
     from alchemint_core.native import DemoVAE
     prompts = heldout_prompts(16, seed=11)
-    joint = through_vae(DemoVAE(load_encoders(ENCODERS_FILE)[0]), prompts, detector)
-    frame_wise = through_vae(DemoVAE(load_encoders(ROOT / "checkpoints" / "demo-v5" / "encoders.safetensors")[0]),
-                             prompts, detector)
+    joint_vae, frame_wise_vae = (load_encoders(f)[0] for f in (WEIGHTS / "ablations" / "encoders.safetensors",
+                                                               ENCODERS_FILE))
+    assert frame_wise_vae.frame_wise and not joint_vae.frame_wise
+    joint = through_vae(DemoVAE(joint_vae), prompts, detector)
+    frame_wise = through_vae(DemoVAE(frame_wise_vae), prompts, detector)
     assert frame_wise.t_iou[0] >= 0.97 and frame_wise.t_iou[0] > joint.t_iou[0] + 0.1
     assert frame_wise.shape_accuracy > 0.85 and frame_wise.colour_accuracy > 0.95
 
@@ -149,24 +151,21 @@ def test_each_model_is_evaluated_with_the_encoders_beside_it(tmp_path):
     import shutil
 
     from alchemint_core import cli
+    from alchemint_core.demo.evaluate import ABLATIONS
     from alchemint_core.demo.pipeline import MODEL_FILE, DemoPipeline
-    v5 = ROOT / "checkpoints" / "demo-v5"
-    (tmp_path / "fw").mkdir()
-    for name in ("model.safetensors", "encoders.safetensors"):
-        shutil.copy(v5 / name, tmp_path / "fw" / name)
-    shutil.copy(v5 / "model.safetensors", tmp_path / "alone.safetensors")  # no encoders beside it
-    assert DemoPipeline(tmp_path / "fw" / "model.safetensors").vae.latent_channels == 32
-    with pytest.raises(ValueError, match="32.*encoders.safetensors beside the model file"):
+    assert DemoPipeline(MODEL_FILE).vae.latent_channels == 32  # the shipped frame-wise VAE
+    assert DemoPipeline(ABLATIONS["mid"]).vae.latent_channels == 16  # the ablations' joint one, beside them
+    shutil.copy(ABLATIONS["mid"], tmp_path / "alone.safetensors")  # no encoders beside it
+    with pytest.raises(ValueError, match="32-channel.*reads 16.*encoders.safetensors beside the model file"):
         DemoPipeline(tmp_path / "alone.safetensors")  # falls back to the shipped encoders, which do not fit
     (tmp_path / "p.json").write_text(json.dumps([{"subjects": [{"tag": "red star", "start": 0.5, "end": 1.5}],
                                                   "seed": 3}]))
     out = tmp_path / "e.json"
     assert cli.main(["evaluate", "--prompts", str(tmp_path / "p.json"), "--model", f"a={MODEL_FILE}",
-                     "--model", f"b={tmp_path / 'fw' / 'model.safetensors'}", "--steps", "2", "--threads", "1",
-                     "--out", str(out)]) == 0
+                     "--model", f"b={ABLATIONS['mid']}", "--steps", "2", "--threads", "1", "--out", str(out)]) == 0
     rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
     assert list(rows) == ["always present (no model)", "ground truth through the VAE (ceiling)",
                           "ground truth through the VAE of b (ceiling)", "a", "b"]
-    # the frame-wise VAE keeps presence inside latent frames, the shipped one snaps it to 4-frame blocks
-    assert rows["ground truth through the VAE of b (ceiling)"]["t_iou"][0] > rows[
-        "ground truth through the VAE (ceiling)"]["t_iou"][0]
+    # the frame-wise VAE keeps presence inside latent frames, the joint one snaps it to 4-frame blocks
+    assert rows["ground truth through the VAE (ceiling)"]["t_iou"][0] > rows[
+        "ground truth through the VAE of b (ceiling)"]["t_iou"][0]

@@ -23,7 +23,8 @@ from nodes.evaluation import DemoSubjectMasks, EvaluateTiming
 from nodes.training import AdapterTrainer, DatasetCache
 from training_fixtures import write_dataset
 
-DEMO_SIZED = ac.WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_dim=16, out_dim=16, text_dim=64,
+LATENT = load_encoders(ENCODERS_FILE)[0].latent_channels  # a user's demo model reads the shipped VAE's latents
+DEMO_SIZED = ac.WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_dim=LATENT, out_dim=LATENT, text_dim=64,
                           freq_dim=32, rope_time_theta=20.0)
 
 
@@ -101,7 +102,7 @@ def test_every_node_is_prefixed_categorised_and_has_tooltips():
 def test_demo_graph_gives_decodable_latents_and_reproduces_the_cli_path(demo):
     latent, plot = graph(demo, TWO_BARS)
     samples = latent["samples"]
-    assert samples.shape == (1, 16, 5, 8, 8) and torch.isfinite(samples).all()
+    assert samples.shape == (1, LATENT, 5, 8, 8) and torch.isfinite(samples).all()
     frames = demo[1].decode(samples)  # what the native VAE Decode node calls
     assert frames.shape == (1, 17, 64, 64, 3) and 0 <= frames.min() and frames.max() <= 1
     assert plot.shape[0] == 1 and plot.shape[-1] == 3 and plot.shape[1] > 100
@@ -287,7 +288,7 @@ def test_model_loader_loads_a_wan_file_with_an_adapter_from_the_model_folders(fo
     offloaded, = ModelLoader().load("wan_tiny.safetensors", "tiny_adapter.safetensors", "fp16", True)
     assert offloaded.offload and bridge.load_on_device(offloaded) == torch.device("cpu")
     assert offloaded.offloader.resident() == []
-    x, ctx = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 5, DEMO_SIZED.text_dim)
+    x, ctx = torch.randn(1, LATENT, 2, 4, 4), torch.randn(1, 5, DEMO_SIZED.text_dim)
     with torch.no_grad():
         torch.testing.assert_close(offloaded.model(x, torch.tensor([300.0]), ctx),
                                    handle.model(x, torch.tensor([300.0]), ctx))
