@@ -115,7 +115,7 @@ def test_frame_wise_vae_keeps_presence_inside_latent_frames_where_the_joint_one_
 
 def test_shipped_model_follows_the_requested_intervals_better_than_drawing_subjects_always(detector):
     """The benchmark's scoring path on the real shipped model: 12 held-out subject-intervals at the default 40
-    steps (about 0.81 t-IOU here against 0.44 for the always-present baseline)."""
+    steps (about 0.86 t-IOU here against 0.44 for the always-present baseline)."""
     from alchemint_core.demo.evaluate import always_present, score
     from alchemint_core.demo.pipeline import DemoPipeline
     prompts = heldout_prompts(12, seed=7)
