@@ -113,3 +113,11 @@ def test_bench_command_prints_and_writes_every_figure(tmp_path):
     assert any(n.startswith("scaling,") for n in names)
     assert all(f["value"] > 0 for f in figures)
     assert "| guidance batching, 3 passes |" in r.stdout
+
+
+def test_bench_demo_training_runs_the_trainer_on_the_shipped_encoders_latents():
+    """The bench's demo-training figure trains the shipped model's config on a cache made with the shipped encoders
+    (their latent channels must match the config's)."""
+    from alchemint_core.bench import demo_training
+    figure = demo_training(steps=2, batch=2)
+    assert figure.value > 0 and figure.detail == {"batch": 2, "steps": 2}
