@@ -351,16 +351,16 @@ def demo_training(steps: int = 12, batch: int = 8) -> Figure:
     from .cache import CacheConfig, build_cache
     from .demo.data import write_demo_dataset
     from .demo.pipeline import ENCODERS_FILE
+    from .demo.train_settings import demo_config_for
     from .encoders import load_encoders
-    from .train_config import TrainConfig, read_config_file
+    from .train_config import TrainConfig
     from .trainer import Trainer
     with tempfile.TemporaryDirectory() as tmp:
         data = write_demo_dataset(Path(tmp) / "data", samples=batch * 2)
         vae, text = load_encoders(ENCODERS_FILE)
         build_cache(data, Path(tmp) / "cache", vae, text, CacheConfig(ref_variants=2), encoder_id="bench")
-        # the shipped model's config: its latent channels are those of the shipped (frame-wise) encoders
-        cfg = read_config_file(Path(__file__).parent / "demo" / "configs" / "framewise-werope.toml")
-        cfg.update(cache=str(Path(tmp) / "cache"), out=str(Path(tmp) / "run"), steps=steps, batch_size=batch,
+        cfg = demo_config_for(Path(tmp) / "cache")
+        cfg.update(out=str(Path(tmp) / "run"), steps=steps, batch_size=batch,
                    checkpoint_every=10 ** 6, precision="fp32", threads=0, ema_decay=0.0)
         trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)
         t0 = time.perf_counter()

@@ -11,10 +11,11 @@ from PIL import Image
 
 from alchemint_core.cache import CacheConfig, build_cache
 from alchemint_core.demo.pipeline import ENCODERS_FILE
+from alchemint_core.demo.train_settings import demo_config_for
 from alchemint_core.files import atomic_write
-from alchemint_core.latents import WAN21, read_latent_format
+from alchemint_core.latents import WAN21
 from alchemint_core.native import DemoVAE, TextEncoderAdapter, VideoEncoderAdapter
-from alchemint_core.train_config import TrainConfig, read_config_file
+from alchemint_core.train_config import TrainConfig
 from alchemint_core.trainer import Trainer as TrainingLoop
 
 from . import bridge
@@ -23,8 +24,6 @@ from .sampling import image_tensor
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NEW_DEMO_MODEL = "new demo-size model (from scratch)"
-# the shipped demo model's architecture (its latent channels follow the cache)
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "alchemint_core" / "demo" / "configs" / "framewise-werope.toml"
 
 
 @dataclass(frozen=True)
@@ -158,9 +157,8 @@ class AdapterTrainer:
                   "gradient_checkpointing": gradient_checkpointing, "checkpoint_every": max(1, min(250, steps)),
                   "adapter": {"rope_mode": rope_mode}}
         if base == NEW_DEMO_MODEL:
-            demo = read_config_file(DEMO_CONFIG)
-            channels = len(read_latent_format(Path(cache.path)).mean)  # the latents of the VAE the cache was made with
-            values["model"] = {**demo["model"], "in_dim": channels, "out_dim": channels}
+            demo = demo_config_for(cache.path)
+            values["model"] = demo["model"]
             values["adapter"] = {**demo["adapter"], "rope_mode": rope_mode}
         else:
             values["base"] = str(bridge.resolve("diffusion_models", base, "Trainer: base"))
