@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -231,6 +232,8 @@ def cmd_evaluate(args) -> int:
     from .native import DemoVAE
     torch.set_num_threads(args.threads or torch.get_num_threads())
     guidance = demo_sampling(args)  # checked, like the prompts, before the detector is validated
+    if not (math.isfinite(args.from_truth) and 0 < args.from_truth <= 1):
+        raise ValueError(f"--from-truth {args.from_truth}: give a noise level in (0, 1], e.g. 0.5 (1 = pure noise)")
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)
     detector = load_detector()
     t0 = time.perf_counter()
@@ -250,20 +253,22 @@ def cmd_evaluate(args) -> int:
             f"ground truth through the VAE of {', '.join(names)} (ceiling)"
         rows.append(through_vae(DemoVAE(load_encoders(enc)[0]), prompts, detector, label))
     print(markdown_table(rows), flush=True)
+    suffix = f" (from truth at sigma {args.from_truth:g})" if args.from_truth < 1 else ""
     for name, path in models:
         pipe = DemoPipeline(path, args.encoders)
-        rows.append(score(pipe, prompts, detector, name, steps=args.steps, timing_in_prompt=name == "prompt-only",
-                          rope_overrides=overrides or None, guidance=guidance, shift=args.shift))
+        rows.append(score(pipe, prompts, detector, name + suffix, steps=args.steps,
+                          timing_in_prompt=name == "prompt-only", rope_overrides=overrides or None,
+                          guidance=guidance, shift=args.shift, from_truth=args.from_truth))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         if name == "shipped" and not args.no_ablations:
-            rows.append(score(pipe, prompts, detector, "shipped, wrong reference", steps=args.steps,
-                              wrong_reference=True, guidance=guidance, shift=args.shift))
+            rows.append(score(pipe, prompts, detector, "shipped, wrong reference" + suffix, steps=args.steps,
+                              wrong_reference=True, guidance=guidance, shift=args.shift, from_truth=args.from_truth))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown_table(rows))
     settings = {"detector_t_iou": detector_iou, "prompts": len(prompts), "seed": args.seed,
                 "split": None if args.prompts else args.split, "steps": args.steps, "shift": args.shift,
-                "ref_scale": guidance.ref_scale, "text_scale": guidance.text_scale,
+                "ref_scale": guidance.ref_scale, "text_scale": guidance.text_scale, "from_truth": args.from_truth,
                 "subjects": sum(len(p.subjects) for p in prompts)}
     write_results(rows, args.out, settings)
     print(f"\nresults: {args.out}")
@@ -334,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
     ev.add_argument("--w-edge", type=float, help="override WeRoPE's edge weight at sampling (werope models; a sweep)")
     ev.add_argument("--edge-offset", type=float, help="override WeRoPE's edge offset in latent frames at sampling")
+    ev.add_argument("--from-truth", type=float, default=1.0, metavar="SIGMA",
+                    help="start every video from its ground truth noised to SIGMA in (0, 1] instead of pure noise "
+                         "(default 1: pure noise): a diagnostic of the noise level at which timing or identity is "
+                         "decided")
     ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     ev.set_defaults(func=cmd_evaluate)

@@ -15,7 +15,7 @@ from .latents import LatentFormat
 from .memory import SAMPLING_OPTIONS, explain_out_of_memory
 from .model import WanModel
 from .rope import TemporalRope
-from .sampling import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_steps_shift, generate
+from .sampling import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_start, check_steps_shift, generate
 from .subjects import Subject, encode_subjects, make_references
 
 SPATIAL_COMPRESSION = 8
@@ -58,6 +58,8 @@ class VideoRequest:
     steps: int = DEFAULT_STEPS
     shift: float = DEFAULT_SHIFT
     guidance: Guidance = field(default_factory=Guidance)
+    init_latents: torch.Tensor | None = None  # raw VAE latents to start from (with start_sigma < 1)
+    start_sigma: float = 1.0  # 1: from pure noise
 
 
 def check_size(height: int, width: int, multiple: int) -> None:
@@ -77,6 +79,7 @@ def check_request(handle: VideoModel, req: VideoRequest) -> None:
         raise ValueError(f"{len(req.subjects)} subjects given; this model takes at most {handle.max_refs}: "
                          + ("remove subjects or use a model trained with a larger max_refs" if handle.max_refs
                             else "it has no AlcheMinT adapter, load one"))
+    check_start(req.start_sigma, req.init_latents, latent_shape(handle, req))
     text_dim = handle.model.cfg.text_dim
     for what, emb in (("positive", req.positive), ("negative", req.negative)):
         if emb.ndim != 3 or emb.shape[-1] != text_dim:
@@ -107,6 +110,7 @@ def generate_video(handle: VideoModel, req: VideoRequest, callback: StepCallback
         cond = build_conditioning(handle, req)
         device = next(handle.model.parameters()).device
         neg_mask = req.negative_mask.to(device) if req.negative_mask is not None else None
+        init = handle.latent_format.normalize(req.init_latents) if req.init_latents is not None else None
         return generate(handle.model, cond, req.negative.to(device), latent_shape(handle, req), req.seed,
                         req.guidance, req.steps, req.shift, latent_format=handle.latent_format, callback=callback,
-                        negative_mask=neg_mask)
+                        negative_mask=neg_mask, init=init, start_sigma=req.start_sigma)

@@ -53,16 +53,40 @@ def euler(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise:
     return x
 
 
+def check_start(start_sigma: float, init: torch.Tensor | None, shape) -> None:
+    if not (isinstance(start_sigma, (int, float)) and math.isfinite(start_sigma) and 0 < start_sigma <= 1):
+        raise ValueError(f"start sigma {start_sigma!r} must be a number in (0, 1]: 1 samples from pure noise, "
+                         f"smaller values start from the given latents noised to that level")
+    if start_sigma < 1 and init is None:
+        raise ValueError(f"start sigma {start_sigma} < 1 needs latents to start from; give them, or use 1")
+    if init is not None and tuple(init.shape) != tuple(shape):
+        raise ValueError(f"latents to start from are {list(init.shape)} but the video needs {list(shape)}: "
+                         f"encode a video of the same frame count and size")
+
+
+def start_from(sigmas: torch.Tensor, start_sigma: float) -> torch.Tensor:
+    """The tail of a schedule from its first level <= start_sigma, keeping at least one step."""
+    k = min(int((sigmas > start_sigma).sum()), len(sigmas) - 2)
+    return sigmas[k:]
+
+
 @torch.no_grad()
 def generate(model, positive: Conditioning, negative: torch.Tensor, shape, seed: int,
              guidance: Guidance = Guidance(), steps: int = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT,
              latent_format: LatentFormat | None = None, callback: StepCallback | None = None,
-             negative_mask: torch.Tensor | None = None) -> torch.Tensor:
+             negative_mask: torch.Tensor | None = None, init: torch.Tensor | None = None,
+             start_sigma: float = 1.0) -> torch.Tensor:
     """Sample latents of `shape` [B, C, F, H, W]. Returned latents are raw (denormalised with latent_format) so
-    the VAE decodes them directly; reference latents in `positive.refs` must already be normalised."""
+    the VAE decodes them directly; reference latents in `positive.refs` must already be normalised.
+    init (normalised latents) with start_sigma < 1: start from init noised to the schedule's first level <=
+    start_sigma and integrate the rest (SDEdit), e.g. to see at which noise level a model decides what."""
+    check_start(start_sigma, init, shape)
     sigmas = sigma_schedule(steps, shift)
     device = next(model.parameters()).device
     guider = Guider(model, positive, negative, guidance, shape, negative_mask)
-    noise = seeded_noise(shape, seed, device, torch.float32)
-    x = euler(guider, noise, sigmas, callback)
+    x = seeded_noise(shape, seed, device, torch.float32)
+    if start_sigma < 1:
+        sigmas = start_from(sigmas, start_sigma)
+        x = (1 - sigmas[0].item()) * init.to(device, torch.float32) + sigmas[0].item() * x
+    x = euler(guider, x, sigmas, callback)
     return latent_format.denormalize(x) if latent_format is not None else x

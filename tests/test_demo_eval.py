@@ -169,3 +169,22 @@ def test_each_model_is_evaluated_with_the_encoders_beside_it(tmp_path):
     # the frame-wise VAE keeps presence inside latent frames, the joint one snaps it to 4-frame blocks
     assert rows["ground truth through the VAE (ceiling)"]["t_iou"][0] > rows[
         "ground truth through the VAE of b (ceiling)"]["t_iou"][0]
+
+
+def test_from_truth_diagnostic_keeps_what_the_ground_truth_shows_at_low_noise(detector):
+    """evaluate --from-truth: each video starts from its own ground truth noised to sigma. At low noise the shipped
+    model keeps the subjects' intervals and shapes (the diagnostic measures what is decided above that level)."""
+    from alchemint_core.demo.evaluate import score
+    from alchemint_core.demo.pipeline import DemoPipeline
+    prompts = heldout_prompts(8, seed=7)
+    kept = score(DemoPipeline(), prompts, detector, "low noise", steps=10, from_truth=0.2)
+    assert kept.t_iou[0] >= 0.95 and kept.shape_accuracy >= 0.6 and kept.colour_accuracy >= 0.9  # chance: 1/6
+
+
+def test_from_truth_outside_zero_to_one_is_refused_before_any_work(tmp_path):
+    from alchemint_core import cli
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(ValueError, match=r"--from-truth .*\(0, 1\]"):
+            cli.cmd_evaluate(cli.build_parser().parse_args(["evaluate", "--from-truth", bad,
+                                                            "--out", str(tmp_path / "e.json")]))
+    assert not (tmp_path / "e.json").exists()

@@ -64,6 +64,35 @@ def test_generate_is_seeded_reports_each_step_and_returns_raw_latents(model):
     torch.testing.assert_close(WAN21.normalize(normed), out1, atol=1e-5, rtol=1e-5)
 
 
+def test_start_from_given_latents_runs_the_tail_of_the_schedule(model):
+    """start_sigma < 1 starts from init noised to the first level <= start_sigma (SDEdit): fewer steps, an output
+    that stays near init at small sigma, and start_sigma 1 is plain sampling."""
+    shape = (1, 16, 2, 8, 8)
+    cond = ac.Conditioning(torch.randn(1, 4, TINY.text_dim), refs=make_refs())
+    neg = torch.randn(1, 2, TINY.text_dim)
+    init = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    seen = []
+    near = ac.generate(model, cond, neg, shape, seed=3, steps=10, shift=1.0, init=init, start_sigma=0.25,
+                       callback=lambda i, n, x, x0: seen.append(n))
+    assert seen == [2, 2]  # sigmas 1, 0.9, ..., 0.1, 0: the tail from 0.2, the first level <= 0.25, has 2 steps
+    far = ac.generate(model, cond, neg, shape, seed=3, steps=10, shift=1.0)
+    assert (near - init).abs().mean() < 0.5 * (far - init).abs().mean()
+    same = ac.generate(model, cond, neg, shape, seed=3, steps=10, shift=1.0, init=init, start_sigma=1.0)
+    assert torch.equal(same, far)
+
+
+@pytest.mark.parametrize("start, init_shape, match", [(0.0, (1, 16, 2, 8, 8), r"\(0, 1\]"),
+                                                      (1.5, (1, 16, 2, 8, 8), r"\(0, 1\]"),
+                                                      (0.5, None, "needs latents to start from"),
+                                                      (0.5, (1, 16, 3, 8, 8), "same frame count and size")])
+def test_bad_start_is_rejected(model, start, init_shape, match):
+    init = None if init_shape is None else torch.zeros(init_shape)
+    cond = ac.Conditioning(torch.randn(1, 4, TINY.text_dim))
+    with pytest.raises(ValueError, match=match):
+        ac.generate(model, cond, torch.randn(1, 2, TINY.text_dim), (1, 16, 2, 8, 8), seed=0, steps=4, init=init,
+                    start_sigma=start)
+
+
 def test_callback_exception_interrupts_within_one_step(model):
     calls = []
 

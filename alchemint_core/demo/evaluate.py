@@ -162,10 +162,12 @@ class Tally:
 def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
           wrong_reference: bool = False, steps: int = 40, timing_in_prompt: bool = False,
           rope_overrides: dict | None = None, guidance: Guidance = DEFAULT_GUIDANCE,
-          shift: float = DEFAULT_SHIFT) -> Scores:
+          shift: float = DEFAULT_SHIFT, from_truth: float = 1.0) -> Scores:
     """Generate every prompt and score it. wrong_reference: each subject gets the reference image of another
     held-out appearance (tags unchanged): the baseline that shows identity comes from the references.
-    timing_in_prompt: write the intervals into the caption, as the prompt-only ablation was trained."""
+    timing_in_prompt: write the intervals into the caption, as the prompt-only ablation was trained.
+    from_truth < 1: start each video from its ground truth noised to that level instead of pure noise (a
+    diagnostic: what the model keeps or loses below that noise level)."""
     tally = Tally()
     pool = appearances("test")
     for p in prompts:
@@ -180,7 +182,8 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
         prompt = (" and ".join(f"a {s.tag} from {s.start:.1f} s to {s.end:.1f} s" for s in subjects)
                   if timing_in_prompt else None)
         result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, shift=shift, mode=mode,
-                               rope_overrides=rope_overrides, guidance=guidance)
+                               rope_overrides=rope_overrides, guidance=guidance, start_sigma=from_truth,
+                               start_frames=ground_truth_video(p) if from_truth < 1 else None)
         tally.times.append(result.seconds)
         tally.add(result.frames, p.subjects, detector)
     return tally.scores(name)

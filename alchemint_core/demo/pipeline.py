@@ -128,8 +128,10 @@ class DemoPipeline:
     def generate(self, subjects: list[Subject], prompt: str | None = None, seed: int = 0,
                  steps: int = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, mode: str | None = None,
                  frames: int = FRAMES, fps: float = FPS, guidance: Guidance = DEFAULT_GUIDANCE,
-                 callback: StepCallback | None = None, rope_overrides: dict | None = None) -> DemoResult:
-        """rope_overrides: TemporalRope fields (w_mid, w_edge, edge_offset) replacing the trained ones."""
+                 callback: StepCallback | None = None, rope_overrides: dict | None = None,
+                 start_frames: np.ndarray | None = None, start_sigma: float = 1.0) -> DemoResult:
+        """rope_overrides: TemporalRope fields (w_mid, w_edge, edge_offset) replacing the trained ones.
+        start_frames (uint8 [N, H, W, 3]) with start_sigma < 1: start from that video noised to start_sigma."""
         prompt = prompt or " and ".join(f"a {s.tag}" for s in subjects) or "an empty scene"
         changes = {**({"mode": mode} if mode else {}), **(rope_overrides or {})}
         rope = replace(self.model.alchemint.temporal_rope, **changes) if changes else None
@@ -142,7 +144,9 @@ class DemoPipeline:
                                      in zip(subjects, refs)],
                            intervals=[(s.start, s.end) for s in subjects], positive_mask=positive_mask,
                            negative_mask=negative_mask, rope=rope, seed=seed, steps=steps, shift=shift,
-                           guidance=guidance)
+                           guidance=guidance, start_sigma=start_sigma,
+                           init_latents=None if start_frames is None else
+                           self.vae.encode(torch.from_numpy(np.ascontiguousarray(start_frames)).float().div(255)))
         latents = generate_video(self.handle, req, callback)
         out = decode_frames(self.vae, latents)
         crops = [crop_reference(img, mask, (SIZE, SIZE))[0] for img, mask in refs]
