@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -230,10 +229,13 @@ def cmd_evaluate(args) -> int:
     from .demo.pipeline import MODEL_FILE, DemoPipeline, encoders_for
     from .encoders import load_encoders
     from .native import DemoVAE
+    from .sampling import check_start_sigma
     torch.set_num_threads(args.threads or torch.get_num_threads())
     guidance = demo_sampling(args)  # checked, like the prompts, before the detector is validated
-    if not (math.isfinite(args.from_truth) and 0 < args.from_truth <= 1):
-        raise ValueError(f"--from-truth {args.from_truth}: give a noise level in (0, 1], e.g. 0.5 (1 = pure noise)")
+    try:
+        check_start_sigma(args.from_truth)
+    except ValueError as err:
+        raise ValueError(f"--from-truth: {err}") from None
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)
     detector = load_detector()
     t0 = time.perf_counter()

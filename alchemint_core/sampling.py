@@ -53,10 +53,14 @@ def euler(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise:
     return x
 
 
-def check_start(start_sigma: float, init: torch.Tensor | None, shape) -> None:
+def check_start_sigma(start_sigma: float) -> None:
     if not (isinstance(start_sigma, (int, float)) and math.isfinite(start_sigma) and 0 < start_sigma <= 1):
-        raise ValueError(f"start sigma {start_sigma!r} must be a number in (0, 1]: 1 samples from pure noise, "
-                         f"smaller values start from the given latents noised to that level")
+        raise ValueError(f"start sigma {start_sigma!r} must be a number in (0, 1], e.g. 0.5: 1 samples from pure "
+                         f"noise, smaller values start from the given latents noised to that level")
+
+
+def check_start(start_sigma: float, init: torch.Tensor | None, shape) -> None:
+    check_start_sigma(start_sigma)
     if start_sigma < 1 and init is None:
         raise ValueError(f"start sigma {start_sigma} < 1 needs latents to start from; give them, or use 1")
     if init is not None and tuple(init.shape) != tuple(shape):

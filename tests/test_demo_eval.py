@@ -184,7 +184,7 @@ def test_from_truth_diagnostic_keeps_what_the_ground_truth_shows_at_low_noise(de
 def test_from_truth_outside_zero_to_one_is_refused_before_any_work(tmp_path):
     from alchemint_core import cli
     for bad in ("0", "1.5", "nan"):
-        with pytest.raises(ValueError, match=r"--from-truth .*\(0, 1\]"):
+        with pytest.raises(ValueError, match=r"--from-truth: .*\(0, 1\]"):
             cli.cmd_evaluate(cli.build_parser().parse_args(["evaluate", "--from-truth", bad,
                                                             "--out", str(tmp_path / "e.json")]))
     assert not (tmp_path / "e.json").exists()
