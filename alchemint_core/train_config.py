@@ -53,6 +53,8 @@ class TrainConfig:
     timestep_shift: float = opt(3.0, "shift s of 'shifted-uniform': sigma = s*u / (1 + (s-1)*u)")
     p_drop_refs: float = opt(0.1, "probability of dropping each reference (image and tag together) for guidance")
     p_drop_caption: float = opt(0.1, "probability of dropping the caption (and timed captions) for guidance")
+    p_drop_words: float = opt(0.0, "probability of dropping a sample's words (caption and every tag) while keeping "
+                                   "its reference images, so identity must come from the images")
     subject_loss_weight: float = opt(0.0, "extra loss weight on latent cells covered by a subject's mask")
     gradient_checkpointing: bool = opt(False, "recompute block activations in the backward pass to save memory")
     ema_decay: float = opt(0.0, "EMA of trained weights (e.g. 0.999); 0 = off. The saved result uses the EMA")
@@ -93,7 +95,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 errors.append(f"{name} must be an integer >= 1")
-        for name in ("p_drop_refs", "p_drop_caption"):
+        for name in ("p_drop_refs", "p_drop_caption", "p_drop_words"):
             if not 0 <= getattr(self, name) <= 1:
                 errors.append(f"{name} must be a probability in [0, 1]")
         for name in ("lr_new", "lr_base", "weight_decay", "max_grad_norm", "subject_loss_weight", "logit_std"):

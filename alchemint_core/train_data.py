@@ -106,7 +106,7 @@ def pad_stack(tensors: list[torch.Tensor], length: int | None = None) -> torch.T
 def make_batch(clips: CachedClips, positions: list[int], cfg, latent_format: LatentFormat, min_half_length: float,
                dense_captions: bool) -> Batch:
     """The clips at global sample positions (k values) with their seeded augmentation, dropout and noise."""
-    items, drops_caption, sigmas, noises, drops_refs, variants = [], [], [], [], [], []
+    items, drops_caption, sigmas, noises, drops_refs, drops_words, variants = [], [], [], [], [], [], []
     for k in positions:
         g = torch.Generator().manual_seed(mix_seed(cfg.seed, 1, k))
         item = clips[clips.position(k, cfg.seed)]
@@ -117,8 +117,11 @@ def make_batch(clips: CachedClips, positions: list[int], cfg, latent_format: Lat
         drops_caption.append(bool(torch.rand((), generator=g) < cfg.p_drop_caption))
         sigmas.append(sample_sigma(g, cfg))
         noises.append(torch.randn(item["video"].shape, generator=g))
+        # drawn last and only when enabled: runs without it keep their random stream
+        drops_words.append(cfg.p_drop_words > 0 and bool(torch.rand((), generator=g) < cfg.p_drop_words))
 
     x0 = latent_format.normalize(torch.stack([it["video"].float() for it in items]))
+    drops_caption = [a or b for a, b in zip(drops_caption, drops_words)]
     captions = [clips.null_caption if drop else it["caption"].float() for it, drop in zip(items, drops_caption)]
     lengths = torch.tensor([c.shape[0] for c in captions])
     context = pad_stack(captions)
@@ -144,7 +147,8 @@ def make_batch(clips: CachedClips, positions: list[int], cfg, latent_format: Lat
         for i, (it, var) in enumerate(zip(items, variants)):
             for j, v in enumerate(var):
                 latents[i, j] = latent_format.normalize(it["refs"][j, v].float()[:, None], 0)[:, 0]
-                tags[i, j, : it["tags"].shape[1]] = it["tags"][j].float()
+                if not drops_words[i]:
+                    tags[i, j, : it["tags"].shape[1]] = it["tags"][j].float()
                 tag_lengths[i, j] = it["tag_lengths"][j]
                 start, end = it["intervals"][j].tolist()
                 intervals[i, j] = torch.tensor(interval_to_latent(start, end, it["fps"], it["num_frames"],

@@ -342,7 +342,7 @@ class Trainer:
         from .media import strip_image
         from .sampling import generate
         batch = make_batch(self.clips, [0], self.cfg.__class__(**{**self.cfg.to_dict(), "p_drop_refs": 0.0,
-                                                                    "p_drop_caption": 0.0}),
+                                                                    "p_drop_caption": 0.0, "p_drop_words": 0.0}),
                            self.latent_format, self.adapter_cfg.min_half_length, False)
         item = self.clips[self.clips.position(0, self.cfg.seed)]
         was_training = self.model.training

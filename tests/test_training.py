@@ -116,6 +116,22 @@ def test_batches_are_seeded_by_position_and_drop_references_jointly(cache):
     assert torch.equal(c.noise[0], a.noise[1])
 
 
+def test_dropping_words_keeps_reference_images_and_the_random_stream(cache):
+    clips = CachedClips(cache)
+    fmt = ac.latents.read_latent_format(cache)
+    cfg = lambda p: TrainConfig.from_dict(train_config(cache, "x", p_drop_refs=0.0, p_drop_caption=0.0,  # noqa: E731
+                                                       p_drop_words=p))
+    kept, dropped = (make_batch(clips, [0, 1], cfg(p), fmt, 0.5, False) for p in (0.0, 1.0))
+    assert dropped.refs.latents.any() and torch.equal(dropped.refs.latents, kept.refs.latents)  # images kept
+    assert kept.refs.tags.any() and not dropped.refs.tags.any()  # every tag dropped
+    n = clips.null_caption.shape[0]
+    torch.testing.assert_close(dropped.context[:, :n], clips.null_caption.expand(2, -1, -1))
+    assert not torch.equal(kept.context[0, :n], clips.null_caption)
+    assert torch.equal(dropped.noise, kept.noise) and torch.equal(dropped.sigma, kept.sigma)  # same draws before it
+    with pytest.raises(ValueError, match="p_drop_words"):
+        cfg(1.5).validate()
+
+
 def test_timestep_samplers_follow_their_distributions():
     g = torch.Generator().manual_seed(0)
     ln = TrainConfig.from_dict({"cache": "c", "out": "o", "model": TINY_MODEL, "mode": "full"})
