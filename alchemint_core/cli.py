@@ -262,8 +262,8 @@ def cmd_evaluate(args) -> int:
                           timing_in_prompt=name == "prompt-only", rope_overrides=overrides or None,
                           guidance=guidance, shift=args.shift, from_truth=args.from_truth))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
-        if name == "shipped" and not args.no_ablations:
-            rows.append(score(pipe, prompts, detector, "shipped, wrong reference" + suffix, steps=args.steps,
+        if args.wrong_reference or (name == "shipped" and not args.no_ablations):
+            rows.append(score(pipe, prompts, detector, f"{name}, wrong reference{suffix}", steps=args.steps,
                               wrong_reference=True, guidance=guidance, shift=args.shift, from_truth=args.from_truth))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
@@ -339,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "encoders.safetensors beside its file, else the shipped one)")
     add_demo_sampling_options(ev)
     ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
+    ev.add_argument("--wrong-reference", action="store_true",
+                    help="also score every model with each subject given another appearance's reference image (tags "
+                         "unchanged): how much identity comes from the images (always done for the shipped model "
+                         "unless --no-ablations)")
     ev.add_argument("--w-edge", type=float, help="override WeRoPE's edge weight at sampling (werope models; a sweep)")
     ev.add_argument("--edge-offset", type=float, help="override WeRoPE's edge offset in latent frames at sampling")
     ev.add_argument("--from-truth", type=float, default=1.0, metavar="SIGMA",

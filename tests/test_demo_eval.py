@@ -162,10 +162,12 @@ def test_each_model_is_evaluated_with_the_encoders_beside_it(tmp_path):
                                                   "seed": 3}]))
     out = tmp_path / "e.json"
     assert cli.main(["evaluate", "--prompts", str(tmp_path / "p.json"), "--model", f"a={MODEL_FILE}",
-                     "--model", f"b={ABLATIONS['mid']}", "--steps", "2", "--threads", "1", "--out", str(out)]) == 0
+                     "--model", f"b={ABLATIONS['mid']}", "--steps", "2", "--threads", "1", "--wrong-reference",
+                     "--out", str(out)]) == 0
     rows = {r["name"]: r for r in json.loads(out.read_text())["results"]}
     assert list(rows) == ["always present (no model)", "ground truth through the VAE (ceiling)",
-                          "ground truth through the VAE of b (ceiling)", "a", "b"]
+                          "ground truth through the VAE of b (ceiling)", "a", "a, wrong reference", "b",
+                          "b, wrong reference"]
     # the frame-wise VAE keeps presence inside latent frames, the joint one snaps it to 4-frame blocks
     assert rows["ground truth through the VAE (ceiling)"]["t_iou"][0] > rows[
         "ground truth through the VAE of b (ceiling)"]["t_iou"][0]
