@@ -153,7 +153,8 @@ def cmd_train_encoders(args) -> int:
     arch = dict(latent_channels=args.vae_channels, width=args.vae_width, frame_wise=args.frame_wise)
     if vae0 is not None and {k: getattr(vae0, k) for k in arch} != arch:
         vae0 = None  # another architecture: a new VAE beside the file's text encoder
-    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr, **arch)
+    vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr, latent_noise=args.latent_noise,
+                    **arch)
     text = text0 if text0 is not None and args.text_steps == 0 else train_text_encoder(steps=args.text_steps,
                                                                                       seed=args.seed)
     print(f"saved {save_encoders(vae, text, args.out)}")
@@ -430,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     enc.add_argument("--init", help="continue from this encoders file (its text encoder is kept with --text-steps 0)")
     enc.add_argument("--vae-lr", type=float, default=2e-3, help="VAE peak learning rate (default 2e-3)")
+    enc.add_argument("--latent-noise", type=float, default=0.05,
+                     help="Gaussian noise on the latents in VAE training, as a fraction of their std (default 0.05); "
+                          "more makes detail survive a diffusion model's sampling noise longer, at some sharpness")
     enc.add_argument("--vae-channels", type=int, default=16, help="VAE latent channels (default 16)")
     enc.add_argument("--vae-width", type=int, default=48, help="VAE convolution width (default 48)")
     enc.add_argument("--frame-wise", action="store_true",

@@ -119,3 +119,30 @@ def test_train_encoders_trains_a_frame_wise_vae_beside_the_init_files_text_encod
     assert all(torch.equal(a, b) for a, b in zip(text.state_dict().values(), shipped_text.state_dict().values()))
     torch.manual_seed(0)
     assert reconstruction_error(vae) < 0.8 * reconstruction_error(TinyVideoVAE(8, 16, frame_wise=True))
+
+
+def test_latent_noise_of_vae_training_is_checked_and_makes_the_decoder_tolerate_noise(tmp_path, capsys):
+    """--latent-noise: a bad value is refused before any work, naming the option; a VAE trained with strong latent
+    noise changes its output less when its latents are noised than the same VAE trained with none."""
+    import numpy as np
+
+    from alchemint_core import cli
+    from alchemint_core.demo.encoder_training import train_vae, video_batch
+    for bad in ("-0.1", "nan", "5"):
+        out = tmp_path / "enc.safetensors"
+        assert cli.main(["train-encoders", "--vae-steps", "1", "--text-steps", "0", "--latent-noise", bad,
+                         "--out", str(out)]) == 2
+        assert "--latent-noise" in capsys.readouterr().err and not out.exists()
+    torch.set_num_threads(1)
+    x = video_batch(np.random.default_rng(11), 2, 9, 32)
+
+    def change_under_noise(vae):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            z = vae.encode(x)
+            return float((vae.decode(z + z.std() * torch.randn(z.shape, generator=g)) - vae.decode(z)).abs().mean())
+
+    quiet, loud = (train_vae(steps=300, seed=0, frames=5, size=32, latent_channels=8, width=16, frame_wise=True,
+                             latent_noise=n, log=str)
+                   for n in (0.0, 0.8))
+    print("RATIO", change_under_noise(loud) / change_under_noise(quiet)); assert change_under_noise(loud) < 0.8 * change_under_noise(quiet)

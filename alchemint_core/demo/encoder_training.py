@@ -34,9 +34,14 @@ def reference_batch(rng: np.random.Generator, n: int, size: int) -> torch.Tensor
 def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17, size: int = 64,
               latent_channels: int = 16, width: int = 48, lr: float = 2e-3, crop: int = 32,
               log: Callable[[str], None] = print, init: TinyVideoVAE | None = None,
-              frame_wise: bool = False) -> TinyVideoVAE:
-    """Reconstruction (L1 + L2) of synthetic videos and of single frames; noise on the latents during training
-    keeps the decoder tolerant of the imperfect latents a diffusion model produces."""
+              frame_wise: bool = False, latent_noise: float = 0.05) -> TinyVideoVAE:
+    """Reconstruction (L1 + L2) of synthetic videos and of single frames. Gaussian noise on the latents during
+    training (latent_noise x their std) keeps the decoder tolerant of the imperfect latents a diffusion model
+    produces; more of it makes the encoder spread detail (a subject's shape) over strong, redundant features that
+    survive the noise of sampling longer, at some cost in sharpness."""
+    if not (math.isfinite(latent_noise) and 0 <= latent_noise <= 2):
+        raise ValueError(f"latent noise (--latent-noise) {latent_noise!r} must be in [0, 2]: a fraction of the "
+                         f"latents' std, e.g. 0.05 (the default) or 0.5")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     vae = TinyVideoVAE(latent_channels, width, frame_wise)
@@ -64,7 +69,7 @@ def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17
             x = x[..., oy:oy + crop, ox:ox + crop]
         code, draw = (vae.enc, vae.dec) if vae.frame_wise else (vae.encode, vae.decode)
         z = code(x)
-        z_noisy = z + 0.05 * z.detach().std() * torch.randn_like(z)
+        z_noisy = z + latent_noise * z.detach().std() * torch.randn_like(z)
         y = draw(z_noisy)
         loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 1e-4 * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
