@@ -145,4 +145,4 @@ def test_latent_noise_of_vae_training_is_checked_and_makes_the_decoder_tolerate_
     quiet, loud = (train_vae(steps=300, seed=0, frames=5, size=32, latent_channels=8, width=16, frame_wise=True,
                              latent_noise=n, log=str)
                    for n in (0.0, 0.8))
-    print("RATIO", change_under_noise(loud) / change_under_noise(quiet)); assert change_under_noise(loud) < 0.8 * change_under_noise(quiet)
+    assert change_under_noise(loud) < 0.8 * change_under_noise(quiet)  # measured 0.69x
