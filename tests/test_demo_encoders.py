@@ -133,7 +133,6 @@ def test_latent_noise_of_vae_training_is_checked_and_makes_the_decoder_tolerate_
         assert cli.main(["train-encoders", "--vae-steps", "1", "--text-steps", "0", "--latent-noise", bad,
                          "--out", str(out)]) == 2
         assert "--latent-noise" in capsys.readouterr().err and not out.exists()
-    torch.set_num_threads(1)
     x = video_batch(np.random.default_rng(11), 2, 9, 32)
 
     def change_under_noise(vae):
@@ -142,7 +141,11 @@ def test_latent_noise_of_vae_training_is_checked_and_makes_the_decoder_tolerate_
             z = vae.encode(x)
             return float((vae.decode(z + z.std() * torch.randn(z.shape, generator=g)) - vae.decode(z)).abs().mean())
 
-    quiet, loud = (train_vae(steps=300, seed=0, frames=5, size=32, latent_channels=8, width=16, frame_wise=True,
-                             latent_noise=n, log=str)
-                   for n in (0.0, 0.8))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the figures below were measured on one thread; later tests get their threads back
+    try:
+        quiet, loud = [train_vae(steps=300, seed=0, frames=5, size=32, latent_channels=8, width=16, frame_wise=True,
+                                 latent_noise=n, log=str) for n in (0.0, 0.8)]
+    finally:
+        torch.set_num_threads(threads)
     assert change_under_noise(loud) < 0.8 * change_under_noise(quiet)  # measured 0.69x
