@@ -1,10 +1,12 @@
-"""Weights of models trained from nothing (the demo), and deepening a trained model: more transformer blocks, each
-new one starting as the identity, so training goes on from what the model already does with more capacity."""
+"""Weights of models trained from nothing (the demo), and growing a trained model so training goes on from what it
+already does: deepening (more transformer blocks, each new one starting as the identity) and finer patches (more
+tokens per latent frame, the patch embedding and head split from the trained ones)."""
 from __future__ import annotations
 
 import dataclasses
 
 import torch
+from einops import rearrange, reduce
 from torch import nn
 
 from .loading import init_tag_mlp_from_text_embedding
@@ -72,4 +74,40 @@ def deepen(model: WanModel, num_layers: int) -> WanModel:
         blocks.append(block.to(device=param.device, dtype=param.dtype))
     model.blocks = nn.ModuleList(blocks)
     model.cfg = cfg
+    return model
+
+
+@torch.no_grad()
+def refine_patches(model: WanModel, patch_size) -> WanModel:
+    """Re-patchify the model in place to a finer patch size that divides the old one (e.g. [1, 2, 2] -> [1, 1, 1]:
+    4x the tokens). The new embedding sums the old kernel over each old patch's sub-cells, so a token of a region
+    that is uniform across an old patch embeds as the old token did; the new head predicts for each cell the mean
+    of what the old head predicted for the cells of its old patch. The blocks are unchanged; RoPE positions count
+    the new tokens (the spatial relative distances double), which training adapts to."""
+    old = tuple(model.cfg.patch_size)
+    new = tuple(patch_size) if isinstance(patch_size, (list, tuple)) else None
+    if (new is None or len(new) != 3 or not all(isinstance(q, int) and not isinstance(q, bool) and q >= 1
+                                                 for q in new) or any(o % q for o, q in zip(old, new))):
+        raise ValueError(f"patch_to {patch_size!r} must be three integers >= 1 that divide the model's patch size "
+                         f"{list(old)}, e.g. [1, 1, 1] (empty = keep the patch size)")
+    if new == old:
+        return model
+    (ft, fh, fw) = (o // q for o, q in zip(old, new))
+    cfg = dataclasses.replace(model.cfg, patch_size=new).validate()
+    conv = model.patch_embedding
+    weight = reduce(conv.weight, "d c (pt ft) (ph fh) (pw fw) -> d c pt ph pw", "sum", ft=ft, fh=fh, fw=fw)
+    embedding = type(conv)(cfg.in_dim, cfg.dim, kernel_size=new, stride=new).to(conv.weight.device, conv.weight.dtype)
+    embedding.weight.copy_(weight)
+    embedding.bias.copy_(conv.bias)
+    head = model.head.head
+    # old rows are ordered (pf ph pw c) over the old patch's cells; each new cell's row is the mean of its old cells
+    w = rearrange(head.weight, "(pt ft ph fh pw fw c) d -> pt ph pw c (ft fh fw) d", pt=new[0], ph=new[1], pw=new[2],
+                  ft=ft, fh=fh, fw=fw).mean(-2)
+    b = rearrange(head.bias, "(pt ft ph fh pw fw c) -> pt ph pw c (ft fh fw)", pt=new[0], ph=new[1], pw=new[2],
+                  ft=ft, fh=fh, fw=fw).mean(-1)
+    out = type(head)(cfg.dim, cfg.out_dim * new[0] * new[1] * new[2]).to(head.weight.device, head.weight.dtype)
+    out.weight.copy_(rearrange(w, "pt ph pw c d -> (pt ph pw c) d"))
+    out.bias.copy_(b.flatten())
+    model.patch_embedding, model.head.head, model.cfg = embedding, out, cfg
+    model._video_tables = {}
     return model

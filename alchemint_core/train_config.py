@@ -33,6 +33,9 @@ class TrainConfig:
                             "edge_offset, max_refs, ref_timestep, dense_captions, lora_rank, lora_alpha, ...)")
     deepen_to: int = opt(0, "grow the base model to this many transformer blocks before training (mode 'full'): "
                             "its blocks spread evenly, new ones in between start as the identity; 0 = keep its depth")
+    patch_to: list = opt([], "re-patchify the base model to this finer patch size before training (mode 'full'), "
+                         "e.g. [1, 1, 1] from [1, 2, 2]: 4x the tokens, started from the trained embedding and "
+                         "head; empty = keep the base model's patch size")
     mode: str = opt("lora", "what trains: 'lora' (adapter + LoRA deltas), 'full' (every weight) or "
                             "'adapter-only' (only the new AlcheMinT parameters)")
     steps: int = opt(1000, "optimizer steps to train")
@@ -114,6 +117,10 @@ class TrainConfig:
             errors.append("deepen_to must be an integer >= 0 (0 = keep the base model's depth)")
         elif self.deepen_to and (not self.base or self.mode != "full"):
             errors.append("deepen_to needs a base model and mode 'full' (new blocks must train)")
+        if not isinstance(self.patch_to, (list, tuple)):
+            errors.append("patch_to must be a list of three integers, e.g. [1, 1, 1] (empty = keep the patch size)")
+        elif self.patch_to and (not self.base or self.mode != "full"):
+            errors.append("patch_to needs a base model and mode 'full' (every weight must adapt to the new tokens)")
         if errors:
             raise ValueError("training config: " + "; ".join(errors))
         return self

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from einops import rearrange
 from safetensors import safe_open
 
 import alchemint_core as ac
@@ -189,10 +190,47 @@ def test_deepening_keeps_the_function_then_trains_the_new_blocks(cache, tmp_path
     assert deep.cfg.num_layers == 5 and len(deep.blocks) == 5
 
 
+def test_finer_patches_start_from_the_trained_embedding_and_head_then_train(cache, tmp_path):
+    """patch_to re-patchifies a trained model ([1, 2, 2] -> [1, 1, 1]: 4x the tokens): a latent uniform over each
+    old patch embeds every new token as its old patch's token, each new cell's head output is the mean of the old
+    head's outputs for the cells of its patch; then it trains and the saved file loads back with the new patches."""
+    base_run = run(train_config(cache, tmp_path / "base", steps=4))
+    base = ac.load_model(base_run.output)
+    cfg = {**train_config(cache, tmp_path / "fine", steps=4, base=str(base_run.output), patch_to=[1, 1, 1]),
+           "model": {}}
+    trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)
+    fine = trainer.model
+    assert tuple(base.cfg.patch_size) == (1, 2, 2) and tuple(fine.cfg.patch_size) == (1, 1, 1)
+    coarse = torch.randn(1, 4, 3, 2, 2)
+    x = coarse.repeat_interleave(2, 3).repeat_interleave(2, 4)  # uniform over every 2x2 patch
+    tokens, e = torch.randn(1, 5, TINY_MODEL["dim"]), torch.randn(1, TINY_MODEL["dim"])
+    with torch.no_grad():
+        old = rearrange(base.embed_patches(x).tokens, "b (f h w) d -> b f h w d", f=3, h=2, w=2)
+        new = rearrange(fine.embed_patches(x).tokens, "b (f h w) d -> b f h w d", f=3, h=4, w=4)
+        old_head = rearrange(base.head(tokens, e), "b n (ph pw c) -> b n c (ph pw)", ph=2, pw=2).mean(-1)
+        new_head = fine.head(tokens, e)
+    torch.testing.assert_close(new, old.repeat_interleave(2, 2).repeat_interleave(2, 3), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(new_head, old_head, atol=1e-6, rtol=1e-5)
+    before = fine.patch_embedding.weight.detach().clone()
+    result = trainer.run()
+    saved = tensors(result.output)
+    assert saved["patch_embedding.weight"].shape == (TINY_MODEL["dim"], 4, 1, 1, 1)
+    assert not torch.equal(saved["patch_embedding.weight"].float(), before)
+    loaded = ac.load_model(result.output)
+    assert tuple(loaded.cfg.patch_size) == (1, 1, 1)
+    with torch.no_grad():
+        out = loaded(torch.randn(1, 4, 3, 4, 4), torch.tensor([500.0]), torch.randn(1, 3, TINY_MODEL["text_dim"]))
+    assert out.shape == (1, 4, 3, 4, 4) and torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("change,match", [({"deepen_to": 1}, "must be an integer >= the model's 2 blocks"),
                                           ({"deepen_to": 3, "mode": "adapter-only"}, "mode 'full'"),
-                                          ({"deepen_to": -1}, "deepen_to must be an integer >= 0")])
-def test_bad_deepening_is_explained(cache, tmp_path, change, match):
+                                          ({"deepen_to": -1}, "deepen_to must be an integer >= 0"),
+                                          ({"patch_to": [1, 3, 1]}, r"patch_to \[1, 3, 1\] must be three integers"),
+                                          ({"patch_to": [1, 1]}, "must be three integers >= 1 that divide"),
+                                          ({"patch_to": [1, 1, 1], "mode": "adapter-only"}, "patch_to needs"),
+                                          ({"patch_to": "1,1,1"}, "patch_to must be a list")])
+def test_bad_growth_is_explained(cache, tmp_path, change, match):
     base_run = run(train_config(cache, tmp_path / "base", steps=2))
     cfg = TrainConfig.from_dict({**train_config(cache, tmp_path / "d", base=str(base_run.output), **change),
                                  "model": {}})
