@@ -94,18 +94,19 @@ def refine_patches(model: WanModel, patch_size) -> WanModel:
         return model
     (ft, fh, fw) = (o // q for o, q in zip(old, new))
     cfg = dataclasses.replace(model.cfg, patch_size=new).validate()
-    conv = model.patch_embedding
-    weight = reduce(conv.weight, "d c (pt ft) (ph fh) (pw fw) -> d c pt ph pw", "sum", ft=ft, fh=fh, fw=fw)
-    embedding = type(conv)(cfg.in_dim, cfg.dim, kernel_size=new, stride=new).to(conv.weight.device, conv.weight.dtype)
+    conv, head = model.patch_embedding, model.head.head
+    device = conv.weight.device  # new layers are fp32: mode 'full' trains them in fp32 anyway
+    weight = reduce(conv.weight.float(), "d c (pt ft) (ph fh) (pw fw) -> d c pt ph pw", "sum", ft=ft, fh=fh, fw=fw)
+    embedding = type(conv)(cfg.in_dim, cfg.dim, kernel_size=new, stride=new).to(device, torch.float32)
     embedding.weight.copy_(weight)
     embedding.bias.copy_(conv.bias)
-    head = model.head.head
+    head_weight = head.weight.float() * (1 if head.weight_scale is None else head.weight_scale.float())  # scaled fp8
     # old rows are ordered (pf ph pw c) over the old patch's cells; each new cell's row is the mean of its old cells
-    w = rearrange(head.weight, "(pt ft ph fh pw fw c) d -> pt ph pw c (ft fh fw) d", pt=new[0], ph=new[1], pw=new[2],
+    w = rearrange(head_weight, "(pt ft ph fh pw fw c) d -> pt ph pw c (ft fh fw) d", pt=new[0], ph=new[1], pw=new[2],
                   ft=ft, fh=fh, fw=fw).mean(-2)
-    b = rearrange(head.bias, "(pt ft ph fh pw fw c) -> pt ph pw c (ft fh fw)", pt=new[0], ph=new[1], pw=new[2],
+    b = rearrange(head.bias.float(), "(pt ft ph fh pw fw c) -> pt ph pw c (ft fh fw)", pt=new[0], ph=new[1], pw=new[2],
                   ft=ft, fh=fh, fw=fw).mean(-1)
-    out = type(head)(cfg.dim, cfg.out_dim * new[0] * new[1] * new[2]).to(head.weight.device, head.weight.dtype)
+    out = type(head)(cfg.dim, cfg.out_dim * new[0] * new[1] * new[2]).to(device, torch.float32)
     out.weight.copy_(rearrange(w, "pt ph pw c d -> (pt ph pw c) d"))
     out.bias.copy_(b.flatten())
     model.patch_embedding, model.head.head, model.cfg = embedding, out, cfg
