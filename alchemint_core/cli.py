@@ -79,6 +79,13 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .trainer import export_checkpoint
+    path, step, kind = export_checkpoint(args.run, args.out, raw=args.raw)
+    print(f"step {step}, {kind} weights: {path}")
+    return 0
+
+
 def start_parts(args, argv: list[str]) -> tuple[list[subprocess.Popen], tuple[int, int] | None]:
     """--workers N: parts 1..N-1 of the job in child processes (one thread each), part 0 in this one.
     Returns the children and this process's part (None: the whole job)."""
@@ -398,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest readable checkpoint in the output folder")
     train.set_defaults(func=cmd_train)
+
+    export = sub.add_parser("export", help="write a training run's newest checkpoint as a model or adapter file",
+                            description="Write the weights of a training checkpoint as the run's result file (a full "
+                                        "model in mode full, an adapter otherwise), e.g. to evaluate a run that is "
+                                        "still training. Read-only on the run.")
+    export.add_argument("run", help="a training output folder (its newest readable checkpoint) or a checkpoint file")
+    export.add_argument("--out", required=True, help="the .safetensors file to write")
+    export.add_argument("--raw", action="store_true", help="the trained weights, not their EMA (the default when the run keeps one)")
+    export.set_defaults(func=cmd_export)
 
     cache = sub.add_parser("cache", help="encode a dataset folder into a training cache",
                            description="Encode every sample folder (see the README's dataset format) once: video "

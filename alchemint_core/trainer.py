@@ -379,6 +379,47 @@ class Trainer:
         return save_adapter(self.model, self.out / "adapter.safetensors", state=state)
 
 
+def newest_checkpoint(run_or_file: str | os.PathLike) -> SafetensorsFile:
+    """A checkpoint file as given, or the newest readable one in a run folder's checkpoints/."""
+    path = Path(run_or_file)
+    if path.is_file():
+        return SafetensorsFile(path)
+    found = sorted((path / CKPT_DIR).glob("ckpt-*.safetensors"))
+    for candidate in reversed(found):
+        try:
+            return SafetensorsFile(candidate)
+        except CheckpointError:
+            continue  # half-written or damaged: the one before it
+    raise CheckpointError(f"{path}: no readable checkpoint in {path / CKPT_DIR}; give a training run's output folder "
+                          f"(the `out` option) or one of its checkpoint files")
+
+
+def export_checkpoint(run_or_file: str | os.PathLike, out: str | os.PathLike,
+                      raw: bool = False) -> tuple[Path, int, str]:
+    """Write a checkpoint's weights as the run's result file would be written (a full model in mode full, an
+    adapter file otherwise; EMA weights when the run keeps them, unless `raw`), without touching the run: it may
+    still be training. The model is rebuilt from the settings stored in the checkpoint (the base file must still
+    exist for runs that start from one). Returns the file written, the checkpoint's step and "EMA" or "raw"."""
+    f = newest_checkpoint(run_or_file)
+    try:
+        settings, step = json.loads(f.metadata["identity"]), int(f.metadata["step"])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{f.path} is not a training checkpoint (no step and settings in its header)") from None
+    kind = "raw" if raw or not any(k.startswith("ema/") for k in f.keys()) else "EMA"
+    prefix = "model/" if kind == "raw" else "ema/"
+    weights = {k[len(prefix):]: f.tensor(k) for k in f.keys() if k.startswith(prefix)}
+    cfg = TrainConfig.from_dict({**settings, "compile": "", "device": "cpu", "gradient_checkpointing": False})
+    model = build_model(cfg, torch.device("cpu"))
+    state = model.state_dict()
+    unknown = sorted(set(weights) - set(state))
+    if unknown:
+        raise CheckpointError(f"{f.path}: weights {unknown[:3]} do not fit the model its settings describe")
+    state.update({k: v.to(state[k].dtype) for k, v in weights.items()})
+    if cfg.mode == "full":
+        return save_model(model, out, state=state), step, kind
+    return save_adapter(model, out, state=state), step, kind
+
+
 class MetricsLog:
     """metrics.csv rows (step, loss, learning rates, samples/s); rows past a resumed step are dropped."""
 

@@ -464,3 +464,44 @@ def test_every_shipped_demo_config_is_valid_and_builds_its_model(path):
     cfg = TrainConfig.from_dict(read_config_file(path)).validate()
     model = WanConfig.from_dict(cfg.model).validate()
     assert model.in_dim == model.out_dim and cfg.cache.startswith("runs/") and cfg.out.startswith("runs/")
+
+
+def test_export_writes_a_checkpoint_as_the_runs_result_file(cache, tmp_path):
+    """The newest checkpoint of a run, exported from the CLI, is the file the run itself writes at that step:
+    its EMA weights by default, the trained weights with --raw; an adapter file for non-full modes."""
+    cfg = train_config(cache, tmp_path / "r", steps=4, checkpoint_every=2, ema_decay=0.9)
+    trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)
+    result = trainer.run()
+    raw = {k: v.detach().float() for k, v in trainer.model.state_dict().items()}
+    out = cli(["export", str(tmp_path / "r"), "--out", str(tmp_path / "ema.safetensors")])
+    assert out.returncode == 0 and "step 4, EMA" in out.stdout, out.stderr
+    assert tensors(tmp_path / "ema.safetensors").keys() == tensors(result.output).keys()
+    for k, v in tensors(result.output).items():
+        torch.testing.assert_close(tensors(tmp_path / "ema.safetensors")[k], v)
+    ckpt = sorted((tmp_path / "r" / "checkpoints").glob("ckpt-*"))[0]  # a given file: step 2, not the newest
+    out = cli(["export", str(ckpt), "--raw", "--out", str(tmp_path / "raw.safetensors")])
+    assert out.returncode == 0 and "step 2, raw" in out.stdout, out.stderr
+    exported = ac.load_model(tmp_path / "raw.safetensors")
+    assert not torch.equal(exported.state_dict()["blocks.0.ffn.0.weight"], raw["blocks.0.ffn.0.weight"])
+    out = cli(["export", str(tmp_path / "r"), "--raw", "--out", str(tmp_path / "raw4.safetensors")])
+    for k, v in ac.load_model(tmp_path / "raw4.safetensors").state_dict().items():
+        torch.testing.assert_close(v.float(), raw[k])  # the trained weights at step 4
+    lora = train_config(cache, tmp_path / "lora", base=str(result.output), mode="lora", steps=2, checkpoint_every=2,
+                        adapter={"max_refs": 4, "lora_rank": 4, "lora_alpha": 4.0})
+    lora.pop("model")
+    lora_result = run(lora)
+    _, step, kind = ac.trainer.export_checkpoint(tmp_path / "lora", tmp_path / "lora-export.safetensors")
+    assert (step, kind) == (2, "raw")  # no EMA kept: the trained weights, as the run saved them
+    for k, v in tensors(lora_result.output).items():
+        torch.testing.assert_close(tensors(tmp_path / "lora-export.safetensors")[k], v)
+    assert tensors(tmp_path / "lora-export.safetensors").keys() == tensors(lora_result.output).keys()
+
+
+def test_export_explains_what_it_cannot_use(cache, tmp_path):
+    empty = cli(["export", str(tmp_path), "--out", str(tmp_path / "x.safetensors")])
+    assert empty.returncode == 2 and "no readable checkpoint" in empty.stderr
+    run(train_config(cache, tmp_path / "noema", steps=2, checkpoint_every=2, ema_decay=0.0))
+    model_file = tmp_path / "noema" / "model.safetensors"  # a model, not a checkpoint
+    wrong = cli(["export", str(model_file), "--out", str(tmp_path / "x.safetensors")])
+    assert wrong.returncode == 2 and "not a training checkpoint" in wrong.stderr
+    assert not (tmp_path / "x.safetensors").exists()
