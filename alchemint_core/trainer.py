@@ -218,29 +218,26 @@ class Trainer:
         if self.dist.main:  # writes a kill cut short; only the main process writes here
             for folder in (self.out, self.out / CKPT_DIR):
                 remove_temporaries(folder)
-        for path in reversed(self.checkpoint_paths()):
-            try:
-                f = SafetensorsFile(path)
-            except CheckpointError:
-                continue  # an unreadable checkpoint is skipped; the one before it is used
-            if json.loads(f.metadata["identity"]) != json.loads(json.dumps(self.identity(), sort_keys=True)):
-                raise CheckpointError(f"{path} was written by a run with other settings; resume with the same "
-                                      f"config (only steps and logging may change) or use a new output folder")
-            model_sd = {k[len("model/"):]: f.tensor(k) for k in f.keys() if k.startswith("model/")}
-            state: dict = {}
-            for k in f.keys():
-                if k.startswith("optim/"):
-                    fqn, key = k[len("optim/"):].rsplit("/", 1)
-                    state.setdefault(fqn, {})[key] = f.tensor(k).clone()
-            optim_sd = {"state": state, "param_groups": json.loads(f.metadata["param_groups"])}
-            set_state_dict(self.net, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
-                           options=StateDictOptions(full_state_dict=True, strict=False))
-            if self.ema is not None:
-                params = dict(self.model.named_parameters())
-                self.ema = {k[len("ema/"):]: like(f.tensor(k).clone(), params[k[len("ema/"):]])
-                            for k in f.keys() if k.startswith("ema/")}
-            self.step = int(f.metadata["step"])
+        f = readable_checkpoint(self.out)
+        if f is None:
             return
+        if json.loads(f.metadata["identity"]) != json.loads(json.dumps(self.identity(), sort_keys=True)):
+            raise CheckpointError(f"{f.path} was written by a run with other settings; resume with the same "
+                                  f"config (only steps and logging may change) or use a new output folder")
+        model_sd = {k[len("model/"):]: f.tensor(k) for k in f.keys() if k.startswith("model/")}
+        state: dict = {}
+        for k in f.keys():
+            if k.startswith("optim/"):
+                fqn, key = k[len("optim/"):].rsplit("/", 1)
+                state.setdefault(fqn, {})[key] = f.tensor(k).clone()
+        optim_sd = {"state": state, "param_groups": json.loads(f.metadata["param_groups"])}
+        set_state_dict(self.net, self.optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                       options=StateDictOptions(full_state_dict=True, strict=False))
+        if self.ema is not None:
+            params = dict(self.model.named_parameters())
+            self.ema = {k[len("ema/"):]: like(f.tensor(k).clone(), params[k[len("ema/"):]])
+                        for k in f.keys() if k.startswith("ema/")}
+        self.step = int(f.metadata["step"])
 
     # -- loop ------------------------------------------------------------------------------------------------
     def batch_for(self, micro: int) -> Batch:
@@ -379,17 +376,24 @@ class Trainer:
         return save_adapter(self.model, self.out / "adapter.safetensors", state=state)
 
 
+def readable_checkpoint(run: Path) -> SafetensorsFile | None:
+    """The newest readable checkpoint of a run folder (a half-written or damaged one is skipped), or None."""
+    for path in sorted((run / CKPT_DIR).glob("ckpt-*.safetensors"), reverse=True):
+        try:
+            return SafetensorsFile(path)
+        except CheckpointError:
+            continue
+    return None
+
+
 def newest_checkpoint(run_or_file: str | os.PathLike) -> SafetensorsFile:
     """A checkpoint file as given, or the newest readable one in a run folder's checkpoints/."""
     path = Path(run_or_file)
     if path.is_file():
         return SafetensorsFile(path)
-    found = sorted((path / CKPT_DIR).glob("ckpt-*.safetensors"))
-    for candidate in reversed(found):
-        try:
-            return SafetensorsFile(candidate)
-        except CheckpointError:
-            continue  # half-written or damaged: the one before it
+    found = readable_checkpoint(path)
+    if found is not None:
+        return found
     raise CheckpointError(f"{path}: no readable checkpoint in {path / CKPT_DIR}; give a training run's output folder "
                           f"(the `out` option) or one of its checkpoint files")
 

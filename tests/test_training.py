@@ -484,6 +484,7 @@ def test_export_writes_a_checkpoint_as_the_runs_result_file(cache, tmp_path):
     exported = ac.load_model(tmp_path / "raw.safetensors")
     assert not torch.equal(exported.state_dict()["blocks.0.ffn.0.weight"], raw["blocks.0.ffn.0.weight"])
     out = cli(["export", str(tmp_path / "r"), "--raw", "--out", str(tmp_path / "raw4.safetensors")])
+    assert out.returncode == 0 and "step 4, raw" in out.stdout, out.stderr
     for k, v in ac.load_model(tmp_path / "raw4.safetensors").state_dict().items():
         torch.testing.assert_close(v.float(), raw[k])  # the trained weights at step 4
     lora = train_config(cache, tmp_path / "lora", base=str(result.output), mode="lora", steps=2, checkpoint_every=2,
