@@ -244,6 +244,9 @@ def cmd_evaluate(args) -> int:
         check_start_sigma(args.from_truth)
     except ValueError as err:
         raise ValueError(f"--from-truth: {err}") from None
+    if args.other_shapes and args.from_truth >= 1:
+        raise ValueError("--other-shapes changes the ground truth the videos start from: give --from-truth SIGMA "
+                         "below 1 too, e.g. --from-truth 0.65 --other-shapes")
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)
     detector = load_detector()
     t0 = time.perf_counter()
@@ -263,22 +266,26 @@ def cmd_evaluate(args) -> int:
             f"ground truth through the VAE of {', '.join(names)} (ceiling)"
         rows.append(through_vae(DemoVAE(load_encoders(enc)[0]), prompts, detector, label))
     print(markdown_table(rows), flush=True)
-    suffix = f" (from truth at sigma {args.from_truth:g})" if args.from_truth < 1 else ""
+    suffix = (f" (from truth at sigma {args.from_truth:g}{', other shapes' if args.other_shapes else ''})"
+              if args.from_truth < 1 else "")
     for name, path in models:
         pipe = DemoPipeline(path, args.encoders)
         rows.append(score(pipe, prompts, detector, name + suffix, steps=args.steps,
                           timing_in_prompt=name == "prompt-only", rope_overrides=overrides or None,
-                          guidance=guidance, shift=args.shift, from_truth=args.from_truth))
+                          guidance=guidance, shift=args.shift, from_truth=args.from_truth,
+                          other_shapes=args.other_shapes))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         if args.wrong_reference or (name == "shipped" and not args.no_ablations):
             rows.append(score(pipe, prompts, detector, f"{name}, wrong reference{suffix}", steps=args.steps,
-                              wrong_reference=True, guidance=guidance, shift=args.shift, from_truth=args.from_truth))
+                              wrong_reference=True, guidance=guidance, shift=args.shift, from_truth=args.from_truth,
+                              other_shapes=args.other_shapes))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown_table(rows))
     settings = {"detector_t_iou": detector_iou, "prompts": len(prompts), "seed": args.seed,
                 "split": None if args.prompts else args.split, "steps": args.steps, "shift": args.shift,
                 "ref_scale": guidance.ref_scale, "text_scale": guidance.text_scale, "from_truth": args.from_truth,
+                "other_shapes": args.other_shapes,
                 "subjects": sum(len(p.subjects) for p in prompts)}
     write_results(rows, args.out, settings)
     print(f"\nresults: {args.out}")
@@ -357,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start every video from its ground truth noised to SIGMA in (0, 1] instead of pure noise "
                          "(default 1: pure noise): a diagnostic of the noise level at which timing or identity is "
                          "decided")
+    ev.add_argument("--other-shapes", action="store_true",
+                    help="with --from-truth: that ground truth draws every subject in another shape of its colour, "
+                         "and a column reports how often the model kept the input's shape instead of drawing the "
+                         "requested one (does shape come from the conditioning or from the noisy input?)")
     ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     ev.set_defaults(func=cmd_evaluate)

@@ -183,6 +183,50 @@ def test_from_truth_diagnostic_keeps_what_the_ground_truth_shows_at_low_noise(de
     assert kept.t_iou[0] >= 0.95 and kept.shape_accuracy >= 0.6 and kept.colour_accuracy >= 0.9  # chance: 1/6
 
 
+def test_other_shapes_redraw_the_ground_truth_with_only_the_shapes_changed(detector):
+    """--other-shapes starts from the same ground truth with every subject in another shape of its colour: same
+    frames where each colour is present, the detector reads the new shapes, and the requested ones are gone."""
+    from alchemint_core.demo.evaluate import ground_truth_video, other_shapes_of
+    kept = moved = n = 0
+    for p in heldout_prompts(12, seed=11):
+        shapes = other_shapes_of(p)
+        assert shapes == other_shapes_of(p)  # seeded by the prompt
+        truth, other = ground_truth_video(p), ground_truth_video(p, shapes)
+        assert truth.shape == other.shape and not np.array_equal(truth, other)
+        for s, shape in zip(p.subjects, shapes):
+            a = appearance_of(s.tag)
+            assert shape != a.shape
+            det, det_other = detector.detect(truth, a.colour, a.shape), detector.detect(other, a.colour, a.shape)
+            assert np.array_equal(det.present, det_other.present)  # same places and times
+            kept += det_other.shape_right[det_other.present].sum()
+            moved += detector.detect(other, a.colour, shape).shape_right[det_other.present].sum()
+            n += det_other.present.sum()
+    assert moved / n > 0.85 and kept / n < 0.1
+
+
+def test_other_shapes_row_tells_the_input_shape_from_the_requested_one(detector, tmp_path, capsys):
+    """At low noise the shipped model keeps what its input shows, so started from other shapes it keeps those:
+    the row's input-shape column is high and its shape-right column low; the table and JSON carry the column."""
+    from alchemint_core.demo.evaluate import markdown_table, score
+    from alchemint_core.demo.pipeline import DemoPipeline
+    row = score(DemoPipeline(), heldout_prompts(6, seed=7), detector, "low noise", steps=10, from_truth=0.2,
+                other_shapes=True)
+    assert row.input_shape_kept >= 0.6 and row.shape_accuracy <= 0.2 and row.t_iou[0] >= 0.9
+    table = markdown_table([row])
+    assert "input's shape kept" in table.splitlines()[0] and f"{row.input_shape_kept:.1%}" in table
+    plain = score(DemoPipeline(), heldout_prompts(2, seed=7), detector, "plain", steps=10, from_truth=0.2)
+    assert np.isnan(plain.input_shape_kept) and "input's shape" not in markdown_table([plain])
+    with pytest.raises(ValueError, match="other_shapes needs from_truth < 1"):
+        score(DemoPipeline(), heldout_prompts(1, seed=7), detector, "x", steps=2, other_shapes=True)
+
+
+def test_other_shapes_without_from_truth_is_refused_before_any_work(tmp_path):
+    from alchemint_core import cli
+    with pytest.raises(ValueError, match="--other-shapes .* --from-truth SIGMA"):
+        cli.cmd_evaluate(cli.build_parser().parse_args(["evaluate", "--other-shapes", "--out", str(tmp_path / "e.json")]))
+    assert not (tmp_path / "e.json").exists()
+
+
 def test_from_truth_outside_zero_to_one_is_refused_before_any_work(tmp_path):
     from alchemint_core import cli
     for bad in ("0", "1.5", "nan"):

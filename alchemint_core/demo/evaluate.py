@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from ..files import SafetensorsFile, read_small_text, save_safetensors
 from ..guidance import Guidance
 from ..metrics import mean_ci, predicted_interval, t_iou, t_l2
 from ..native import DemoVAE
-from ..synthetic import Appearance, appearances, pick_appearances, random_subject, render_video
+from ..synthetic import SHAPES, Appearance, appearances, pick_appearances, random_subject, render_video
 from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier
 from .pipeline import (DEFAULT_GUIDANCE, DEFAULT_SHIFT, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject,
                        appearance_of, check_subjects, decode_frames)
@@ -127,6 +127,7 @@ class Scores:
     length_correlation: float  # requested vs predicted interval length
     seconds_per_video: float
     subjects: int
+    input_shape_kept: float = math.nan  # --other-shapes: over the same frames, the shape the noised input showed
 
 
 class Tally:
@@ -135,12 +136,18 @@ class Tally:
     def __init__(self):
         self.ious, self.l2s, self.req_len, self.pred_len, self.times = [], [], [], [], []
         self.shape_ok = self.shape_n = self.colour_ok = self.colour_n = 0
+        self.input_ok = self.input_n = 0  # with shown shapes only
 
-    def add(self, frames: np.ndarray, subjects: list[PromptSubject], detector: SubjectDetector) -> None:
+    def add(self, frames: np.ndarray, subjects: list[PromptSubject], detector: SubjectDetector,
+            shown: list[str] | None = None) -> None:
+        """shown: the shape each subject had in the video the generation started from, when not the requested one."""
         duration = FRAMES / FPS
-        for s in subjects:
+        for i, s in enumerate(subjects):
             a = appearance_of(s.tag)
             det = detector.detect(frames, a.colour, a.shape)
+            if shown is not None:
+                self.input_ok += int(detector.detect(frames, a.colour, shown[i]).shape_right[det.present].sum())
+                self.input_n += int(det.present.sum())
             pred = predicted_interval(det.present, FPS)
             self.ious.append(t_iou(pred, (s.start, s.end)))
             self.l2s.append(t_l2(pred, (s.start, s.end), duration))
@@ -156,18 +163,23 @@ class Tally:
                 if np.std(self.pred_len) > 0 and np.std(self.req_len) > 0 else math.nan)
         return Scores(name, mean_ci(self.ious), mean_ci(self.l2s), self.shape_ok / max(self.shape_n, 1),
                       self.colour_ok / max(self.colour_n, 1), corr,
-                      float(np.mean(self.times)) if self.times else 0.0, len(self.ious))
+                      float(np.mean(self.times)) if self.times else 0.0, len(self.ious),
+                      self.input_ok / max(self.input_n, 1) if self.input_n else math.nan)
 
 
 def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
           wrong_reference: bool = False, steps: int = 40, timing_in_prompt: bool = False,
           rope_overrides: dict | None = None, guidance: Guidance = DEFAULT_GUIDANCE,
-          shift: float = DEFAULT_SHIFT, from_truth: float = 1.0) -> Scores:
+          shift: float = DEFAULT_SHIFT, from_truth: float = 1.0, other_shapes: bool = False) -> Scores:
     """Generate every prompt and score it. wrong_reference: each subject gets the reference image of another
     held-out appearance (tags unchanged): the baseline that shows identity comes from the references.
     timing_in_prompt: write the intervals into the caption, as the prompt-only ablation was trained.
     from_truth < 1: start each video from its ground truth noised to that level instead of pure noise (a
-    diagnostic: what the model keeps or loses below that noise level)."""
+    diagnostic: what the model keeps or loses below that noise level). other_shapes (with from_truth < 1): that
+    ground truth draws every subject in another shape of its colour, so the row tells whether the model draws the
+    shape it is asked for (shape right) or the one its input shows (input_shape_kept)."""
+    if other_shapes and from_truth >= 1:
+        raise ValueError("other_shapes needs from_truth < 1: it changes the ground truth a video starts from")
     tally = Tally()
     pool = appearances("test")
     for p in prompts:
@@ -181,20 +193,35 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
                 s.image, s.mask = pipe.reference(Subject(alt.tag, 0, 1), p.seed)
         prompt = (" and ".join(f"a {s.tag} from {s.start:.1f} s to {s.end:.1f} s" for s in subjects)
                   if timing_in_prompt else None)
+        shown = other_shapes_of(p) if other_shapes else None
         result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, shift=shift, mode=mode,
                                rope_overrides=rope_overrides, guidance=guidance, start_sigma=from_truth,
-                               start_frames=ground_truth_video(p) if from_truth < 1 else None)
+                               start_frames=ground_truth_video(p, shown) if from_truth < 1 else None)
         tally.times.append(result.seconds)
-        tally.add(result.frames, p.subjects, detector)
+        tally.add(result.frames, p.subjects, detector, shown)
     return tally.scores(name)
 
 
-def ground_truth_video(p: Prompt) -> np.ndarray:
-    """The prompt as the generator draws it (its subjects exactly inside their intervals): uint8 [N, H, W, 3]."""
+def other_shapes_of(p: Prompt) -> list[str]:
+    """For each subject of the prompt another shape, drawn from the prompt's seed."""
+    rng = np.random.default_rng([p.seed, 1])
+    out = []
+    for s in p.subjects:
+        others = [x for x in SHAPES if x != appearance_of(s.tag).shape]
+        out.append(others[int(rng.integers(len(others)))])
+    return out
+
+
+def ground_truth_video(p: Prompt, shapes: list[str] | None = None) -> np.ndarray:
+    """The prompt as the generator draws it (its subjects exactly inside their intervals): uint8 [N, H, W, 3].
+    shapes: draw the subjects in these shapes instead (same colours, texture, places, motion and background)."""
     rng = np.random.default_rng(p.seed)
     k = len(p.subjects)
-    subs = [random_subject(rng, appearance_of(s.tag), FRAMES, SIZE, SIZE, i, k,
-                           interval=(round(s.start * FPS), round(s.end * FPS) - 1)) for i, s in enumerate(p.subjects)]
+    looks = [appearance_of(s.tag) for s in p.subjects]
+    if shapes is not None:
+        looks = [replace(a, shape=shape) for a, shape in zip(looks, shapes)]
+    subs = [random_subject(rng, a, FRAMES, SIZE, SIZE, i, k, interval=(round(s.start * FPS), round(s.end * FPS) - 1))
+            for i, (s, a) in enumerate(zip(p.subjects, looks))]
     return render_video(rng, subs, FRAMES, SIZE, SIZE).frames
 
 
@@ -221,14 +248,18 @@ def always_present(prompts: list[Prompt]) -> Scores:
 
 
 def markdown_table(rows: list[Scores]) -> str:
-    lines = ["| model | t-IOU (95% CI) | t-L2 (95% CI) | shape right | colour right | length corr. | s / video |",
-             "|---|---|---|---|---|---|---|"]
+    """The rows as a Markdown table; the input-shape column only when a row has it (--other-shapes)."""
+    shown = any(not math.isnan(r.input_shape_kept) for r in rows)
+    extra = (" input's shape kept |", "---|") if shown else ("", "")
+    lines = ["| model | t-IOU (95% CI) | t-L2 (95% CI) | shape right | colour right | length corr. | s / video |" + extra[0],
+             "|---|---|---|---|---|---|---|" + extra[1]]
+    pct = lambda v: "–" if math.isnan(v) else f"{v:.1%}"  # noqa: E731
+    num = lambda v, f: "–" if math.isnan(v) or not v else format(v, f)  # noqa: E731
     for r in rows:
-        pct = lambda v: "–" if math.isnan(v) else f"{v:.1%}"  # noqa: E731
-        num = lambda v, f: "–" if math.isnan(v) or not v else format(v, f)  # noqa: E731
         lines.append(f"| {r.name} | {r.t_iou[0]:.3f} ({r.t_iou[1]:.3f}-{r.t_iou[2]:.3f}) | {r.t_l2[0]:.3f} "
                      f"({r.t_l2[1]:.3f}-{r.t_l2[2]:.3f}) | {pct(r.shape_accuracy)} | {pct(r.colour_accuracy)} | "
-                     f"{num(r.length_correlation, '.2f')} | {num(r.seconds_per_video, '.2f')} |")
+                     f"{num(r.length_correlation, '.2f')} | {num(r.seconds_per_video, '.2f')} |"
+                     + (f" {pct(r.input_shape_kept)} |" if shown else ""))
     return "\n".join(lines)
 
 
