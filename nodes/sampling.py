@@ -164,9 +164,11 @@ class Sampler:
             "conditioning": ("ALCHEMINT_COND", {"tooltip": "From the WeRoPE Conditioner."}),
             "guider": ("ALCHEMINT_GUIDER", {"tooltip": "From the Multi-CFG Guider."}),
             "width": ("INT", {"default": 64, "min": 16, "max": 4096, "step": 16, "tooltip": "Video width in "
-                              "pixels, a multiple of 16 (64 for the demo, 832 for Wan 2.1)."}),
+                              "pixels, a multiple of 8 x the model's patch size: 16 for Wan 2.1 "
+                              "(e.g. 832), 8 for the demo model (64)."}),
             "height": ("INT", {"default": 64, "min": 16, "max": 4096, "step": 16, "tooltip": "Video height in "
-                               "pixels, a multiple of 16 (64 for the demo, 480 for Wan 2.1)."}),
+                               "pixels, a multiple of 8 x the model's patch size: 16 for Wan 2.1 "
+                               "(e.g. 480), 8 for the demo model (64)."}),
             "steps": ("INT", {"default": 40, "min": 1, "max": 1000, "tooltip": "Euler steps (paper: 40)."}),
             "shift": ("FLOAT", {"default": 3.0, "min": 0.1, "max": 100.0, "step": 0.01, "tooltip": "Noise "
                                 "schedule shift (paper: 5.66 for Wan; 3.0 for the demo model)."}),
