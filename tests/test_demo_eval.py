@@ -223,7 +223,8 @@ def test_other_shapes_row_tells_the_input_shape_from_the_requested_one(detector,
 def test_other_shapes_without_from_truth_is_refused_before_any_work(tmp_path):
     from alchemint_core import cli
     with pytest.raises(ValueError, match="--other-shapes .* --from-truth SIGMA"):
-        cli.cmd_evaluate(cli.build_parser().parse_args(["evaluate", "--other-shapes", "--out", str(tmp_path / "e.json")]))
+        cli.cmd_evaluate(cli.build_parser().parse_args(["evaluate", "--other-shapes",
+                                                        "--out", str(tmp_path / "e.json")]))
     assert not (tmp_path / "e.json").exists()
 
 

@@ -251,8 +251,8 @@ def markdown_table(rows: list[Scores]) -> str:
     """The rows as a Markdown table; the input-shape column only when a row has it (--other-shapes)."""
     shown = any(not math.isnan(r.input_shape_kept) for r in rows)
     extra = (" input's shape kept |", "---|") if shown else ("", "")
-    lines = ["| model | t-IOU (95% CI) | t-L2 (95% CI) | shape right | colour right | length corr. | s / video |" + extra[0],
-             "|---|---|---|---|---|---|---|" + extra[1]]
+    head = "| model | t-IOU (95% CI) | t-L2 (95% CI) | shape right | colour right | length corr. | s / video |"
+    lines = [head + extra[0], "|---|---|---|---|---|---|---|" + extra[1]]
     pct = lambda v: "–" if math.isnan(v) else f"{v:.1%}"  # noqa: E731
     num = lambda v, f: "–" if math.isnan(v) or not v else format(v, f)  # noqa: E731
     for r in rows:
