@@ -232,8 +232,8 @@ def cmd_demo(args) -> int:
 def cmd_evaluate(args) -> int:
     import time
 
-    from .demo.evaluate import (ABLATIONS, always_present, heldout_prompts, load_detector, load_prompts,
-                                markdown_table, score, through_vae, validate_detector, write_results)
+    from .demo.evaluate import (ABLATIONS, always_present, check_other_shapes, heldout_prompts, load_detector,
+                                load_prompts, markdown_table, score, through_vae, validate_detector, write_results)
     from .demo.pipeline import MODEL_FILE, DemoPipeline, encoders_for
     from .encoders import load_encoders
     from .native import DemoVAE
@@ -244,9 +244,11 @@ def cmd_evaluate(args) -> int:
         check_start_sigma(args.from_truth)
     except ValueError as err:
         raise ValueError(f"--from-truth: {err}") from None
-    if args.other_shapes and args.from_truth >= 1:
-        raise ValueError("--other-shapes changes the ground truth the videos start from: give --from-truth SIGMA "
-                         "below 1 too, e.g. --from-truth 0.65 --other-shapes")
+    try:
+        check_other_shapes(args.other_shapes, args.from_truth)
+    except ValueError as err:
+        raise ValueError(f"--other-shapes needs --from-truth SIGMA below 1 too, e.g. --from-truth 0.65 "
+                         f"--other-shapes ({err})") from None
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)
     detector = load_detector()
     t0 = time.perf_counter()

@@ -164,7 +164,7 @@ class Tally:
         return Scores(name, mean_ci(self.ious), mean_ci(self.l2s), self.shape_ok / max(self.shape_n, 1),
                       self.colour_ok / max(self.colour_n, 1), corr,
                       float(np.mean(self.times)) if self.times else 0.0, len(self.ious),
-                      self.input_ok / max(self.input_n, 1) if self.input_n else math.nan)
+                      self.input_ok / self.input_n if self.input_n else math.nan)
 
 
 def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
@@ -178,8 +178,7 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
     diagnostic: what the model keeps or loses below that noise level). other_shapes (with from_truth < 1): that
     ground truth draws every subject in another shape of its colour, so the row tells whether the model draws the
     shape it is asked for (shape right) or the one its input shows (input_shape_kept)."""
-    if other_shapes and from_truth >= 1:
-        raise ValueError("other_shapes needs from_truth < 1: it changes the ground truth a video starts from")
+    check_other_shapes(other_shapes, from_truth)
     tally = Tally()
     pool = appearances("test")
     for p in prompts:
@@ -200,6 +199,11 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
         tally.times.append(result.seconds)
         tally.add(result.frames, p.subjects, detector, shown)
     return tally.scores(name)
+
+
+def check_other_shapes(other_shapes: bool, from_truth: float) -> None:
+    if other_shapes and from_truth >= 1:
+        raise ValueError("other_shapes needs from_truth < 1: it changes the ground truth a video starts from")
 
 
 def other_shapes_of(p: Prompt) -> list[str]:
