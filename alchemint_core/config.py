@@ -121,9 +121,13 @@ class AdapterConfig:
         return cls(**d).validate()
 
 
+W_MID_MAX = 4.0  # the nodes' own limit; larger gains only scale q/k, and past ~1e6 float64 rounding breaks the bound
+
+
 def check_werope_weights(w_mid: float, w_edge: float) -> None:
-    if not (math.isfinite(w_mid) and math.isfinite(w_edge)) or w_mid <= 0:
-        raise ValueError(f"WeRoPE weights w_mid={w_mid}, w_edge={w_edge}: w_mid must be a finite number > 0")
+    if not (math.isfinite(w_mid) and math.isfinite(w_edge)) or not 0 < w_mid <= W_MID_MAX:
+        raise ValueError(f"WeRoPE weights w_mid={w_mid}, w_edge={w_edge}: w_mid must be a number in (0, {W_MID_MAX}] "
+                         "(the default is 1.0)")
     if not -w_mid / 2 - 1e-9 <= w_edge <= 1e-9:
         raise ValueError(
             f"WeRoPE w_edge={w_edge} must lie in [-w_mid/2, 0] = [{-w_mid / 2}, 0] so no frequency flips sign")
@@ -176,4 +180,4 @@ def infer_config(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str
 
 
 __all__ = ["WanConfig", "AdapterConfig", "CheckpointError", "ROPE_MODES", "WAN21_1_3B", "WAN21_14B",
-           "infer_config", "strip_prefix", "rope_split", "check_werope_weights"]
+           "infer_config", "strip_prefix", "rope_split", "check_werope_weights", "W_MID_MAX"]

@@ -9,6 +9,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
+from alchemint_core.config import W_MID_MAX
 from alchemint_core.generation import VideoModel, VideoRequest, generate_video
 from alchemint_core.guidance import Guidance
 from alchemint_core.intervals import interval_to_latent
@@ -69,9 +70,9 @@ class WeRoPEConditioner:
             "mode": (MODES, {"default": TRAINED, "tooltip": "How reference tokens are placed in time. 'as trained' "
                              "uses the model's own; werope = w_mid*R(mid) + w_edge*(R(start)+R(end)); avg = the "
                              "rotation averaged over the interval; mid = at the midpoint; none = no time."}),
-            "w_mid": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 4.0, "step": 0.05, "tooltip": "WeRoPE weight "
+            "w_mid": ("FLOAT", {"default": 1.0, "min": 0.0, "max": W_MID_MAX, "step": 0.05, "tooltip": "WeRoPE weight "
                                 "of the midpoint (mode werope only)."}),
-            "w_edge": ("FLOAT", {"default": -0.4, "min": -2.0, "max": 0.0, "step": 0.05, "tooltip": "WeRoPE "
+            "w_edge": ("FLOAT", {"default": -0.4, "min": -W_MID_MAX / 2, "max": 0.0, "step": 0.05, "tooltip": "WeRoPE "
                                  "weight of the two edges, negative (mode werope only)."}),
             "edge_offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 8.0, "step": 0.25, "tooltip": "WeRoPE "
                                       "edges placed this many latent frames outside the interval (werope only)."}),

@@ -98,6 +98,13 @@ def test_plain_rope_rotations_keep_the_norm_of_every_channel_pair(times):
     assert torch.allclose(pairs(y), pairs(x))
 
 
+@pytest.mark.parametrize("w_mid", [17626106.0, 5.6e14, 4.0001, 0.0])
+def test_weights_outside_the_nodes_range_are_refused_with_the_range(w_mid):
+    """Hypothesis once found w_mid=17626106 accepted, and its table then broke the magnitude bound."""
+    with pytest.raises(ValueError, match=r"w_mid must be a number in \(0, 4.0\]"):
+        TemporalRope("werope", w_mid, 0.0)
+
+
 @pytest.mark.parametrize("kwargs", [{"w_mid": "heavy"}, {"edge_offset": None}, {"w_edge": [0]}, {"w_mid": True}])
 def test_non_numbers_as_weights_are_refused_clearly(kwargs):
     with pytest.raises(ValueError, match="must be a number"):
