@@ -11,6 +11,8 @@ from comfyui_harness import (ComfyServer, api_prompt, close_page, drag, focus_no
                              missing_node_types, open_page)
 from conftest import ROOT
 
+pytestmark = pytest.mark.comfyui
+
 WORKFLOWS = ROOT / "workflows"
 TIMELINE_NODE = 6
 PAD, RULER, ROW, GAP = 8, 22, 22, 4  # web/timeline_logic.js layout()

@@ -62,3 +62,46 @@ def test_convert_halves_a_full_model_file_and_keeps_its_function(tmp_path):
                         str(tmp_path / "m16.safetensors")], capture_output=True, text=True, cwd=ROOT,
                        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "must differ" in r.stderr
+
+
+ROOT_ENTRIES = {"nodes", "alchemint_core", "workflows", "web", "tests", "__init__.py", "requirements.txt",  # design card
+                "README.md", "pyproject.toml", "requirements-test.txt", ".ci", "docs", ".gitignore"}
+
+
+def test_the_root_holds_what_the_design_card_names_and_nothing_else():
+    import subprocess
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0 and tracked.stdout:
+        entries = {line.split("/")[0] for line in tracked.stdout.splitlines()}
+    else:  # not a git clone (an unpacked archive): what is on disk, less caches and run outputs
+        entries = {p.name for p in ROOT.iterdir() if p.name not in {".git", "runs", "out", ".pytest_cache",
+                                                                   ".hypothesis", "__pycache__"}}
+    assert entries == ROOT_ENTRIES, entries ^ ROOT_ENTRIES
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_every_link_and_image_in_the_readme_and_docs_resolves():
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "tests" / "COMFYUI_E2E.md"]
+    checked = 0
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (doc.parent / path).resolve() if path else doc
+            assert file.exists(), f"{doc.name}: link to {target}: no such file"
+            if anchor:
+                headings = re.findall(r"^#+\s+(.*)$", file.read_text(), re.M)
+                assert anchor in {github_anchor(h) for h in headings}, f"{doc.name}: no heading for {target}"
+            checked += 1
+    assert checked >= 20  # the README alone links every document and both pictures
+
+
+def test_the_readme_reads_in_a_few_minutes():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 180, f"README.md has {len(lines)} lines: move details to a document under docs/"
