@@ -157,7 +157,10 @@ def cmd_train_encoders(args) -> int:
     from .encoders import load_encoders, save_encoders
     torch.set_num_threads(args.threads or torch.get_num_threads())
     vae0, text0 = load_encoders(args.init) if args.init else (None, None)
-    arch = dict(latent_channels=args.vae_channels, width=args.vae_width, frame_wise=args.frame_wise)
+    arch = dict(latent_channels=args.vae_channels, width=args.vae_width, frame_wise=args.frame_wise,
+                scale=args.vae_scale, pixel=args.pixel)
+    if args.pixel:
+        arch.update(latent_channels=12 * args.vae_scale ** 2, width=0, frame_wise=True)
     if vae0 is not None and {k: getattr(vae0, k) for k in arch} != arch:
         vae0 = None  # another architecture: a new VAE beside the file's text encoder
     vae = train_vae(steps=args.vae_steps, seed=args.seed, init=vae0, lr=args.vae_lr, latent_noise=args.latent_noise,
@@ -294,6 +297,43 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    import numpy as np
+
+    from .demo.evaluate import load_detector
+    from .demo.probe import probe_table, probe_vae, require_frame_wise, single_subject_frames
+    from .encoders import load_encoders
+    from .files import atomic_write
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    named = []
+    for item in args.encoders:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--encoders {item!r}: write NAME=PATH, e.g. --encoders pixel=runs/pixel.safetensors")
+        named.append((name, path))
+    vaes = [(name, load_encoders(path)[0]) for name, path in named]  # every file checked before any work
+    for (name, path), (_, vae) in zip(named, vaes):
+        require_frame_wise(vae, f"--encoders {name}={path}")
+    rng = np.random.default_rng(args.seed)
+    train, test = single_subject_frames(rng, args.frames), single_subject_frames(rng, args.frames // 4)
+    detector = load_detector()
+    rows = []
+    for name, vae in vaes:
+        rows.append(probe_vae(name, vae, train, test, steps=args.steps, prompts=args.prompts, detector=detector))
+        print(probe_table(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(probe_table(rows))
+    results = {"frames": args.frames, "steps": args.steps, "prompts": args.prompts, "seed": args.seed,
+               "results": [{"name": r.name, "encoders": path, "latent": r.latent,
+                            "probe": {str(k): v for k, v in r.accuracy.items()},
+                            "ceiling": {"shape": r.ceiling.shape_accuracy, "colour": r.ceiling.colour_accuracy,
+                                        "t_iou": r.ceiling.t_iou[0], "t_l2": r.ceiling.t_l2[0]}}
+                           for r, (_, path) in zip(rows, named)]}
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     import platform
 
@@ -373,6 +413,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("probe", help="does a demo VAE's latent space keep shape through diffusion noise?",
+                        description="For each VAE, a small CNN per noise level reads a single subject's shape from one "
+                                    "frame's standardised code noised to sigma, beside the VAE's ceilings (the "
+                                    "held-out ground truth encoded, decoded and scored). Prints a table, writes JSON.")
+    pr.add_argument("--encoders", action="append", required=True, metavar="NAME=PATH",
+                    help="an encoders file to probe (frame-wise or pixel VAE), repeatable")
+    pr.add_argument("--frames", type=int, default=4000, help="training frames per probe (default 4000; a quarter "
+                                                             "as many test frames)")
+    pr.add_argument("--steps", type=int, default=600, help="probe training steps per noise level (default 600)")
+    pr.add_argument("--prompts", type=int, default=100,
+                    help="held-out subject-intervals for the ceilings (default 100)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the probe's frames (default 0)")
+    pr.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
+    pr.add_argument("--out", default="probe.json", help="results JSON (default probe.json)")
+    pr.set_defaults(func=cmd_probe)
 
     bench = sub.add_parser("bench", help="speed and memory figures against their limits (a few minutes on a CPU)",
                            description="Measure, side by side in one run: the cost of references against their token "
@@ -469,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="code each pixel frame on its own, in its own quarter of the latent channels (presence "
                           "and motion inside a latent frame survive); an --init VAE of another architecture is replaced, its text "
                           "encoder kept")
+    enc.add_argument("--vae-scale", type=int, default=8, choices=(2, 4, 8),
+                     help="pixels per latent cell along each side (default 8, as Wan); 4 with a DiT patch of 2 "
+                          "keeps the token count")
+    enc.add_argument("--pixel", action="store_true",
+                     help="no VAE network: each frame's pixels space-to-depth (frame-wise, 12 x scale^2 channels, "
+                          "exact decode; --vae-steps and --vae-channels are not used), standardised per channel")
     enc.set_defaults(func=cmd_train_encoders)
 
     data = sub.add_parser("make-demo-data", help="write the demo's synthetic training videos as a dataset",

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 ROPE_MODES = ("none", "mid", "werope", "avg")
+PREDICTIONS = ("velocity", "x")
+X_PREDICTION_MIN_SIGMA = 0.05  # (x_t - x0) / sigma with sigma floored here, as in JiT (Li & He, 2025)
 
 
 class CheckpointError(ValueError):
@@ -34,12 +36,18 @@ class WanConfig:
     # handful of latent frames needs faster time frequencies. Explicit frequencies win over theta.
     rope_time_theta: float | None = None
     rope_time_freqs: tuple[float, ...] | None = None
+    # What the head predicts: "velocity" (Wan's v = noise - x0) or "x" (the clean latents, turned into the velocity
+    # (x_t - x0) / sigma). A head narrower than its output (pixel latents: 768 values per token from 192 features)
+    # cannot represent noise, which fills every dimension, but can represent clean data, which does not.
+    prediction: str = "velocity"
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
 
     def validate(self) -> "WanConfig":
+        if self.prediction not in PREDICTIONS:
+            raise CheckpointError(f"prediction {self.prediction!r} must be one of {PREDICTIONS}")
         if self.dim % self.num_heads:
             raise CheckpointError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2 or self.head_dim < 6:
@@ -180,4 +188,5 @@ def infer_config(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str
 
 
 __all__ = ["WanConfig", "AdapterConfig", "CheckpointError", "ROPE_MODES", "WAN21_1_3B", "WAN21_14B",
-           "infer_config", "strip_prefix", "rope_split", "check_werope_weights", "W_MID_MAX"]
+           "infer_config", "strip_prefix", "rope_split", "check_werope_weights", "W_MID_MAX", "PREDICTIONS",
+           "X_PREDICTION_MIN_SIGMA"]

@@ -18,6 +18,7 @@ from typing import Protocol, Sequence
 
 import torch
 from einops import rearrange
+from einops.layers.torch import Rearrange
 from torch import nn
 
 from .config import CheckpointError
@@ -57,26 +58,46 @@ def _block(c_in: int, c_out: int, down: bool) -> nn.Sequential:
 class TinyVideoVAE(nn.Module):
     """A small deterministic video autoencoder with Wan's latent geometry. Latent frame 0 encodes pixel frame 0
     alone (causal first frame); latent frame f encodes pixel frames 4f-3..4f stacked along channels. Space is
-    reduced 8x by three strided convolutions.
+    reduced `scale` times (8, as Wan) by strided convolutions.
 
     frame_wise: an image autoencoder applied to each pixel frame, its code in the frame's own quarter of the
     latent channels. A joint encoder and decoder learn to blur the four frames of a latent frame together, so a
     subject present in only some of them decodes in all or none (presence snaps to latent frames) and motion
-    inside a latent frame is lost; a frame-wise one cannot mix frames."""
+    inside a latent frame is lost; a frame-wise one cannot mix frames.
 
-    def __init__(self, latent_channels: int = 8, width: int = 64, frame_wise: bool = False):
+    pixel: no network at all, each frame's pixels rearranged space-to-depth (exact decode). A subject's shape then
+    survives the noise levels at which a diffusion model decides it, where in a compressed code it is a faint
+    feature that noise erases early (the `probe` command measures both)."""
+
+    def __init__(self, latent_channels: int = 8, width: int = 64, frame_wise: bool = False, scale: int = 8,
+                 pixel: bool = False):
         super().__init__()
         if frame_wise and latent_channels % 4:
             raise ValueError(f"a frame-wise VAE needs latent channels divisible by 4, got {latent_channels}")
+        if scale not in (2, 4, 8):
+            raise ValueError(f"VAE scale {scale!r} must be 2, 4 or 8 (pixels per latent cell along each side)")
+        if pixel and (not frame_wise or latent_channels != 4 * 3 * scale * scale):
+            raise ValueError(f"a pixel VAE is frame-wise with 4 x 3 x {scale}^2 = {12 * scale * scale} latent channels")
         self.latent_channels, self.width, self.frame_wise = latent_channels, width, frame_wise
+        self.scale, self.pixel = scale, pixel
         pixels, code = (3, latent_channels // 4) if frame_wise else (12, latent_channels)
-        self.enc = nn.Sequential(nn.Conv2d(pixels, width, 3, 1, 1), _block(width, width, True),
-                                 _block(width, width, True), _block(width, width, True), nn.GroupNorm(8, width),
-                                 nn.SiLU(), nn.Conv2d(width, code, 3, 1, 1))
-        self.dec = nn.Sequential(nn.Conv2d(code, width, 3, 1, 1), _Res(width), _block(width, width, False),
-                                 _block(width, width, False), _block(width, width, False), nn.GroupNorm(8, width),
-                                 nn.SiLU(), nn.Conv2d(width, pixels, 3, 1, 1))
+        if pixel:  # no parameters: each frame's pixels rearranged space-to-depth, decoded exactly
+            self.enc = Rearrange("b c (h p) (w q) -> b (c p q) h w", p=scale, q=scale)
+            self.dec = Rearrange("b (c p q) h w -> b c (h p) (w q)", p=scale, q=scale)
+        else:
+            downs = [_block(width, width, True) for _ in range(scale.bit_length() - 1)]
+            ups = [_block(width, width, False) for _ in range(scale.bit_length() - 1)]
+            self.enc = nn.Sequential(nn.Conv2d(pixels, width, 3, 1, 1), *downs, nn.GroupNorm(8, width), nn.SiLU(),
+                                     nn.Conv2d(width, code, 3, 1, 1))
+            self.dec = nn.Sequential(nn.Conv2d(code, width, 3, 1, 1), _Res(width), *ups, nn.GroupNorm(8, width),
+                                     nn.SiLU(), nn.Conv2d(width, pixels, 3, 1, 1))
         self.register_buffer("stats", torch.stack([torch.zeros(latent_channels), torch.ones(latent_channels)]))
+
+    @property
+    def config(self) -> dict:
+        """What rebuilds this architecture (saved in the encoders file's header)."""
+        return {"latent_channels": self.latent_channels, "width": self.width, "frame_wise": self.frame_wise,
+                "scale": self.scale, "pixel": self.pixel}
 
     @property
     def latent_format(self) -> LatentFormat:
@@ -93,8 +114,8 @@ class TinyVideoVAE(nn.Module):
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         b = video.shape[0]
-        if video.shape[-1] % 8 or video.shape[-2] % 8:
-            raise ValueError(f"video size {list(video.shape[-2:])} must be divisible by 8 for the VAE")
+        if video.shape[-1] % self.scale or video.shape[-2] % self.scale:
+            raise ValueError(f"video size {list(video.shape[-2:])} must be divisible by {self.scale} for the VAE")
         latent_frame_count(video.shape[2])
         if self.frame_wise:  # each pixel frame once, then grouped like the pixels (frame 0's code fills group 0)
             z = self.enc(rearrange(video.float(), "b c n h w -> (b n) c h w"))
@@ -169,8 +190,7 @@ def save_encoders(vae: TinyVideoVAE, text: TinyTextEncoder, path) -> Path:
     layers = len(text.encoder.layers)
     heads = text.encoder.layers[0].self_attn.num_heads
     meta = {"format": ENCODERS_FORMAT,
-            "vae": json.dumps({"latent_channels": vae.latent_channels, "width": vae.width,
-                               "frame_wise": vae.frame_wise}),
+            "vae": json.dumps(vae.config),
             "text": json.dumps({"vocab": text.vocab[2:], "dim": text.dim, "layers": layers, "heads": heads,
                                 "max_len": text.max_len})}
     return save_safetensors(tensors, path, meta)

@@ -112,3 +112,28 @@ def refine_patches(model: WanModel, patch_size) -> WanModel:
     model.patch_embedding, model.head.head, model.cfg = embedding, out, cfg
     model._video_tables = {}
     return model
+
+
+@torch.no_grad()
+def move_to_latents(model: WanModel, in_dim: int, patch_size, prediction: str) -> WanModel:
+    """Put a trained model onto another latent space in place (another VAE: other channels, another patch size,
+    another prediction target): a new patch embedding (Xavier) and a zero head, so the first outputs are the
+    latents' mean (x prediction) or no velocity; the blocks, text, time and reference paths keep what they learned
+    about timing, words and layout. References go through the new patch embedding like the video."""
+    patch = tuple(patch_size) if isinstance(patch_size, (list, tuple)) else None
+    if (not isinstance(in_dim, int) or isinstance(in_dim, bool) or in_dim < 1 or patch is None or len(patch) != 3
+            or not all(isinstance(q, int) and not isinstance(q, bool) and q >= 1 for q in patch)):
+        raise ValueError(f"latent_to: in_dim {in_dim!r} must be an integer >= 1 and patch_size {patch_size!r} three "
+                         "integers >= 1, e.g. {in_dim = 768, patch_size = [1, 1, 1], prediction = 'x'}")
+    cfg = dataclasses.replace(model.cfg, in_dim=in_dim, out_dim=in_dim, patch_size=patch,
+                              prediction=prediction).validate()
+    device = model.patch_embedding.weight.device
+    embedding = type(model.patch_embedding)(in_dim, cfg.dim, kernel_size=patch, stride=patch)
+    init_weights(embedding.named_parameters())
+    head = type(model.head.head)(cfg.dim, in_dim * patch[0] * patch[1] * patch[2])
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    model.patch_embedding, model.head.head = embedding.to(device, torch.float32), head.to(device, torch.float32)
+    model.cfg = cfg
+    model._video_tables = {}
+    return model

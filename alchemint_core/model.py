@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import AdapterConfig, WanConfig
+from .config import X_PREDICTION_MIN_SIGMA, AdapterConfig, WanConfig
 from .dense import DenseCaptions, DenseCrossAttention, DenseState, prepare_dense
 from .layers import LayerNorm, Linear, RMSNorm, attention, modulate, sinusoidal_embedding, wide
 from .references import PackedReferences, References, pack_references
@@ -273,6 +273,10 @@ class WanModel(nn.Module):
         f, h, w = grid
         out = rearrange(out, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
                         f=f, h=h, w=w, pf=pf, ph=ph, pw=pw)
+        if self.cfg.prediction == "x":  # the head predicted the clean latents: the velocity that reaches them
+            f = torch.promote_types(x.dtype, torch.float32)  # at least fp32: dividing by a small sigma
+            sigma = (timestep.to(f) / 1000).clamp_min(X_PREDICTION_MIN_SIGMA).view(-1, 1, 1, 1, 1)
+            out = (x.to(f) - out.to(f)) / sigma
         return out.to(out_dtype)
 
     def summary(self) -> str:

@@ -28,24 +28,24 @@ class DemoVAE:
         self.vae = vae
         self.latent_channels = vae.latent_channels
         self.latent_dim = 3
-        self.downscale_ratio = self.upscale_ratio = 8
+        self.downscale_ratio = self.upscale_ratio = vae.scale
 
     @property
     def latent_format(self) -> LatentFormat:
         return self.vae.latent_format
 
     def spacial_compression_encode(self) -> int:
-        return 8
+        return self.vae.scale
 
     def spacial_compression_decode(self) -> int:
-        return 8
+        return self.vae.scale
 
     def temporal_compression_decode(self) -> int:
         return 4
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[N, H, W, 3+] in [0, 1], N = 4k+1 frames of one video -> raw latents [1, C, T, H/8, W/8]."""
+        """[N, H, W, 3+] in [0, 1], N = 4k+1 frames of one video -> raw latents [1, C, T, H/s, W/s] (s: scale)."""
         if pixels.ndim != 4 or pixels.shape[-1] < 3:
             raise ValueError(f"demo VAE: images must be [N, H, W, 3], got {list(pixels.shape)}")
         latent_frame_count(pixels.shape[0])

@@ -36,6 +36,9 @@ class TrainConfig:
     patch_to: list = opt([], "re-patchify the base model to this finer patch size before training (mode 'full'), "
                          "e.g. [1, 1, 1] from [1, 2, 2]: 4x the tokens, started from the trained embedding and "
                          "head; empty = keep the base model's patch size")
+    latent_to: dict = opt({}, "move the base model onto another VAE's latents before training (mode 'full'): "
+                              "{in_dim = C, patch_size = [pt, ph, pw], prediction = 'velocity' or 'x'}; a new patch "
+                              "embedding and a zero head, every other weight kept; empty = keep its latent space")
     mode: str = opt("lora", "what trains: 'lora' (adapter + LoRA deltas), 'full' (every weight) or "
                             "'adapter-only' (only the new AlcheMinT parameters)")
     steps: int = opt(1000, "optimizer steps to train")
@@ -121,6 +124,11 @@ class TrainConfig:
             errors.append("patch_to must be a list of three integers, e.g. [1, 1, 1] (empty = keep the patch size)")
         elif self.patch_to and (not self.base or self.mode != "full"):
             errors.append("patch_to needs a base model and mode 'full' (every weight must adapt to the new tokens)")
+        if not isinstance(self.latent_to, dict) or set(self.latent_to) - {"in_dim", "patch_size", "prediction"}:
+            errors.append("latent_to must be a table of in_dim, patch_size and prediction, e.g. {in_dim = 768, "
+                          "patch_size = [1, 1, 1], prediction = 'x'} (empty = keep the latent space)")
+        elif self.latent_to and (not self.base or self.mode != "full"):
+            errors.append("latent_to needs a base model and mode 'full' (the new embedding and head must train)")
         if errors:
             raise ValueError("training config: " + "; ".join(errors))
         return self

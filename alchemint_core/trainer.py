@@ -18,7 +18,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from .config import AdapterConfig, CheckpointError, WanConfig
 from .files import SafetensorsFile, atomic_write, remove_temporaries, save_safetensors
 from .latents import LatentFormat, read_latent_format
-from .initialisation import deepen, init_from_scratch, refine_patches
+from .initialisation import deepen, init_from_scratch, move_to_latents, refine_patches
 from .loading import load_model, save_adapter, save_model
 from .memory import TRAINING_OPTIONS, explain_out_of_memory
 from .model import WanModel
@@ -80,6 +80,10 @@ def build_model(cfg: TrainConfig, device: torch.device) -> WanModel:
         deepen(model, cfg.deepen_to)
     if cfg.patch_to:
         refine_patches(model, cfg.patch_to)
+    if cfg.latent_to:
+        move_to_latents(model, cfg.latent_to.get("in_dim", model.cfg.in_dim),
+                        cfg.latent_to.get("patch_size", list(model.cfg.patch_size)),
+                        cfg.latent_to.get("prediction", model.cfg.prediction))
     for name, p in model.named_parameters():
         if cfg.mode == "full":
             trains = True

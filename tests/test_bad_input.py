@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 import alchemint_core as ac
 from alchemint_core import cli
 from alchemint_core.demo.data import write_demo_dataset
-from alchemint_core.demo.pipeline import ENCODERS_FILE, MODEL_FILE
+from alchemint_core.demo.pipeline import ENCODERS_FILE, MODEL_FILE, WEIGHTS
 from alchemint_core.encoders import TinyVideoVAE, load_encoders, save_encoders
 from alchemint_core.loading import save_adapter
 from alchemint_core.synthetic import Appearance, render_reference
@@ -203,6 +203,7 @@ def prompts_file(env: Env, content: str) -> str:
     return str(write(env, "prompts.json", content.encode()))
 
 
+JOINT_ENCODERS = WEIGHTS / "ablations" / "encoders.safetensors"  # the ablations' VAE codes four frames jointly
 FIX = r"(give|use|make|move|drag|remove|pick|choose|check|load|save|reset|fix|put|add|re-?encode|export|convert|" \
       r"keep|write|name|connect|encode|download|delete|leave|one of|must be|expected)"
 
@@ -360,6 +361,11 @@ CASES = [
     Case("cli-prompts-bad-interval", lambda e: cli_error(e, "evaluate", "--prompts", prompts_file(
         e, '[{"subjects": [{"tag": "red star", "start": 2, "end": 1}]}]'), "--out", str(e.tmp / "out" / "r.json")),
          r"red star.*not after start", r"start < end"),
+    # ---- the latent-space probe ----
+    Case("cli-probe-encoders-without-a-name", lambda e: cli_error(e, "probe", "--encoders", str(ENCODERS_FILE)),
+         r"--encoders '.*encoders\.safetensors'", r"write NAME=PATH"),
+    Case("cli-probe-joint-vae", lambda e: cli_error(e, "probe", "--encoders", f"joint={JOINT_ENCODERS}"),
+         r"--encoders joint=.*a joint VAE", r"give encoders made with train-encoders --frame-wise"),
 ]
 
 

@@ -149,3 +149,49 @@ def test_latent_noise_of_vae_training_is_checked_and_makes_the_decoder_tolerate_
     finally:
         torch.set_num_threads(threads)
     assert change_under_noise(loud) < 0.8 * change_under_noise(quiet)  # measured 0.69x
+
+
+def test_pixel_vae_is_space_to_depth_per_frame_and_decodes_exactly(tmp_path):
+    """--pixel: no network; latent frame f holds frames 4f-3..4f, each frame's 8x8 blocks of pixels as channels;
+    decoding gives the video back bit for bit, through the encoders file and ComfyUI's VAE interface too."""
+    from alchemint_core import cli
+    from alchemint_core.demo.pipeline import ENCODERS_FILE
+    from alchemint_core.native import DemoVAE
+    out = tmp_path / "pixel.safetensors"
+    assert cli.main(["train-encoders", "--pixel", "--init", str(ENCODERS_FILE), "--text-steps", "0",
+                     "--threads", "1", "--out", str(out)]) == 0
+    vae, _ = load_encoders(out)
+    assert vae.pixel and vae.frame_wise and vae.scale == 8 and vae.latent_channels == 768
+    assert sum(p.numel() for p in vae.parameters()) == 0
+    x = video(frames=9, size=16)
+    z = vae.encode(x)
+    assert z.shape == (1, 768, 3, 2, 2)
+    # frame 6 is latent frame 2's second frame: channels 192..383; pixel (y, x) = (8 + 3, 5) is cell (1, 0)
+    channel = 192 + 0 * 64 + 3 * 8 + 5  # colour 0, row 3, column 5 inside the cell
+    assert z[0, channel, 2, 1, 0] == x[0, 0, 6, 11, 5]
+    assert torch.equal(vae.decode(z), x)
+    std = vae.stats[1]
+    assert (std > 0.05).all() and std.shape == (768,)  # standardised per channel from real videos
+    comfy = DemoVAE(vae)
+    assert comfy.downscale_ratio == 8 and comfy.spacial_compression_decode() == 8
+    frames = torch.rand(9, 16, 16, 3)
+    back = comfy.decode(comfy.encode(frames))[0]
+    torch.testing.assert_close(back, frames, atol=1e-6, rtol=0)
+
+
+def test_four_times_vae_keeps_the_token_grid_with_a_patch_of_two(tmp_path):
+    """--vae-scale 4: latents 4x smaller than the frames (twice the cells of the shipped 8x), saved and loaded with
+    their scale; files written before the option load as 8x."""
+    vae = TinyVideoVAE(16, 16, frame_wise=True, scale=4).eval()
+    x = video(frames=9, size=32)
+    assert vae.encode(x).shape == (1, 16, 3, 8, 8) and vae.decode(vae.encode(x)).shape == x.shape
+    path = save_encoders(vae, TinyTextEncoder(["red"], dim=32, layers=1, heads=2), tmp_path / "enc.safetensors")
+    again, _ = load_encoders(path)
+    assert again.scale == 4 and torch.equal(again.encode(x), vae.encode(x))
+    from alchemint_core.demo.pipeline import ENCODERS_FILE
+    assert "scale" not in json.loads(SafetensorsFile(ENCODERS_FILE).metadata["vae"]) \
+        and load_encoders(ENCODERS_FILE)[0].scale == 8
+    with pytest.raises(ValueError, match="VAE scale 3 must be 2, 4 or 8"):
+        TinyVideoVAE(16, 16, frame_wise=True, scale=3)
+    with pytest.raises(ValueError, match="a pixel VAE is frame-wise with 4 x 3 x 4"):
+        TinyVideoVAE(16, 0, frame_wise=True, scale=4, pixel=True)

@@ -150,3 +150,25 @@ def test_loading_assigns_from_the_memory_map_without_a_second_copy(tmp_path):
 def test_model_summary_names_the_config():
     text = tiny_model().summary()
     assert "dim 256" in text and "2 blocks" in text
+
+
+def test_x_prediction_turns_the_heads_clean_estimate_into_the_velocity():
+    """prediction 'x': the head's output is the clean latents x0 and the model returns (x_t - x0) / sigma, sigma
+    floored at 0.05, so samplers, guidance and the loss stay in velocity."""
+    import dataclasses
+
+    from alchemint_core.config import X_PREDICTION_MIN_SIGMA
+    v_model = tiny_model(seed=4)
+    x_model = ac.WanModel(dataclasses.replace(TINY, prediction="x")).eval()
+    x_model.load_state_dict(v_model.state_dict())
+    x = torch.randn(2, TINY.in_dim, 2, 4, 4, dtype=torch.float64)
+    ctx = torch.randn(2, 3, TINY.text_dim, dtype=torch.float64)
+    v_model, x_model = v_model.double(), x_model.double()
+    t = torch.tensor([700.0, 10.0], dtype=torch.float64)  # sigma 0.7, and 0.01 (floored)
+    with torch.no_grad():
+        head = v_model(x, t, ctx)  # the same weights read as a velocity model: the raw head output
+        out = x_model(x, t, ctx)
+    sigma = torch.tensor([0.7, X_PREDICTION_MIN_SIGMA], dtype=torch.float64).view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(out, (x - head) / sigma)
+    with pytest.raises(ac.CheckpointError, match="prediction 'noise' must be one of"):
+        dataclasses.replace(TINY, prediction="noise").validate()

@@ -223,13 +223,49 @@ def test_finer_patches_start_from_the_trained_embedding_and_head_then_train(cach
     assert out.shape == (1, 4, 3, 4, 4) and torch.isfinite(out).all()
 
 
+def test_latent_to_moves_a_trained_model_onto_pixel_latents_with_x_prediction(cache, tmp_path):
+    """latent_to: a model trained on one VAE's latents continues on another's (the pixel VAE: 768 channels per
+    cell) with a new patch embedding and a zero head predicting x0; every other weight is the trained one, the first
+    velocity is x_t / sigma (an x0 estimate of 0, the latents' mean), then it trains and loads back."""
+    from alchemint_core.encoders import TinyVideoVAE
+    from alchemint_core.train_data import CachedClips
+    base_run = run(train_config(cache, tmp_path / "base", steps=4))
+    base = ac.load_model(base_run.output)
+    pixel = TinyVideoVAE(768, 0, frame_wise=True, scale=8, pixel=True).eval()
+    pixel_cache = tmp_path / "pixel_cache"
+    build_cache(cache.parent / "data", pixel_cache, pixel, encoders()[1], CacheConfig(num_frames=9, ref_variants=2),
+                encoder_id="pixel")
+    cfg = {**train_config(pixel_cache, tmp_path / "px", steps=8, base=str(base_run.output),
+                          latent_to={"in_dim": 768, "patch_size": [1, 1, 1], "prediction": "x"}), "model": {}}
+    trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)
+    moved = trainer.model
+    assert moved.cfg.in_dim == moved.cfg.out_dim == 768 and moved.cfg.prediction == "x"
+    kept = {k: v for k, v in base.state_dict().items() if not k.startswith(("patch_embedding.", "head.head."))}
+    for k, v in kept.items():
+        assert torch.equal(moved.state_dict()[k].float(), v.float()), k
+    x, ctx = torch.randn(1, 768, 3, 4, 4), torch.randn(1, 3, TINY_MODEL["text_dim"])
+    with torch.no_grad():
+        torch.testing.assert_close(moved(x, torch.tensor([500.0]), ctx), x / 0.5)
+    result = trainer.run()
+    losses = [float(r.split(",")[1]) for r in (tmp_path / "px" / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(losses) == 8 and all(torch.isfinite(torch.tensor(losses)))
+    loaded = ac.load_model(result.output)
+    assert loaded.cfg.prediction == "x" and loaded.cfg.in_dim == 768
+    assert loaded.head.head.weight.abs().max() > 0  # the zero head trained
+    assert len(CachedClips(pixel_cache)) == len(CachedClips(cache))
+
+
 @pytest.mark.parametrize("change,match", [({"deepen_to": 1}, "must be an integer >= the model's 2 blocks"),
                                           ({"deepen_to": 3, "mode": "adapter-only"}, "mode 'full'"),
                                           ({"deepen_to": -1}, "deepen_to must be an integer >= 0"),
                                           ({"patch_to": [1, 3, 1]}, r"patch_to \[1, 3, 1\] must be three integers"),
                                           ({"patch_to": [1, 1]}, "must be three integers >= 1 that divide"),
                                           ({"patch_to": [1, 1, 1], "mode": "adapter-only"}, "patch_to needs"),
-                                          ({"patch_to": "1,1,1"}, "patch_to must be a list")])
+                                          ({"patch_to": "1,1,1"}, "patch_to must be a list"),
+                                          ({"latent_to": {"in_dim": 0}}, "latent_to: in_dim 0 must be an integer"),
+                                          ({"latent_to": {"channels": 8}}, "latent_to must be a table of in_dim"),
+                                          ({"latent_to": {"prediction": "eps"}}, "prediction 'eps' must be one of"),
+                                          ({"latent_to": {"in_dim": 8}, "mode": "adapter-only"}, "latent_to needs")])
 def test_bad_growth_is_explained(cache, tmp_path, change, match):
     base_run = run(train_config(cache, tmp_path / "base", steps=2))
     cfg = TrainConfig.from_dict({**train_config(cache, tmp_path / "d", base=str(base_run.output), **change),

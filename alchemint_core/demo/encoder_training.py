@@ -34,7 +34,8 @@ def reference_batch(rng: np.random.Generator, n: int, size: int) -> torch.Tensor
 def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17, size: int = 64,
               latent_channels: int = 16, width: int = 48, lr: float = 2e-3, crop: int = 32,
               log: Callable[[str], None] = print, init: TinyVideoVAE | None = None,
-              frame_wise: bool = False, latent_noise: float = 0.05) -> TinyVideoVAE:
+              frame_wise: bool = False, latent_noise: float = 0.05, scale: int = 8,
+              pixel: bool = False) -> TinyVideoVAE:
     """Reconstruction (L1 + L2) of synthetic videos and of single frames. Gaussian noise on the latents during
     training (latent_noise x their std) keeps the decoder tolerant of the imperfect latents a diffusion model
     produces; more of it makes the encoder spread detail (a subject's shape) over strong, redundant features that
@@ -44,11 +45,13 @@ def train_vae(steps: int = 3000, seed: int = 0, batch: int = 4, frames: int = 17
                          f"latents' std, e.g. 0.05 (the default) or 0.5")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    vae = TinyVideoVAE(latent_channels, width, frame_wise)
+    vae = TinyVideoVAE(latent_channels, width, frame_wise, scale, pixel)
+    if pixel:  # nothing to learn: only the per-channel statistics below
+        steps = 0
     if init is not None:  # continue training earlier weights
         vae.load_state_dict(init.state_dict())
     vae.train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4) if steps else None
     # rendering is slower than a step: reuse a pool of batches (no more of them than the run has steps)
     pool = [video_batch(rng, batch, frames, size) for _ in range(min(64, steps))]
     t0 = time.perf_counter()
