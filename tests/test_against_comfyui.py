@@ -14,12 +14,24 @@ pytestmark = [pytest.mark.comfyui,
 
 @pytest.fixture(scope="module")
 def comfy_wan():
+    """ComfyUI's Wan model imported from COMFYUI_DIR; afterwards every module imported from there is forgotten and
+    the path removed, so later tests do not find ComfyUI's folder_paths (our nodes would then think they run inside
+    a ComfyUI that never registered their model folder)."""
+    before = set(sys.modules)
     sys.path.insert(0, COMFYUI_DIR)
-    import comfy.cli_args
-    comfy.cli_args.args.cpu = True
-    import comfy.ldm.wan.model as wan
-    import comfy.ops
-    return wan, comfy.ops.disable_weight_init
+    try:
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
+        import comfy.ldm.wan.model as wan
+        import comfy.ops
+        yield wan, comfy.ops.disable_weight_init
+    finally:
+        sys.path.remove(COMFYUI_DIR)
+        root = os.path.realpath(COMFYUI_DIR)
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if os.path.realpath(file).startswith(root + os.sep):
+                del sys.modules[name]
 
 
 @pytest.mark.parametrize("shape,t", [((1, 16, 3, 8, 6), [900.0]), ((2, 16, 2, 4, 4), [10.0, 500.0])])
