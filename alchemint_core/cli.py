@@ -420,9 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "held-out ground truth encoded, decoded and scored). Prints a table, writes JSON.")
     pr.add_argument("--encoders", action="append", required=True, metavar="NAME=PATH",
                     help="an encoders file to probe (frame-wise or pixel VAE), repeatable")
-    pr.add_argument("--frames", type=int, default=4000, help="training frames per probe (default 4000; a quarter "
-                                                             "as many test frames)")
-    pr.add_argument("--steps", type=int, default=600, help="probe training steps per noise level (default 600)")
+    pr.add_argument("--frames", type=int, default=16000,
+                    help="training frames per probe (default 16000; a quarter as many test frames). Fewer starve the "
+                         "probe: 4000 frames and 600 steps read pixels' shape at sigma 0 in only 84%%")
+    pr.add_argument("--steps", type=int, default=1500, help="probe training steps per noise level (default 1500)")
     pr.add_argument("--prompts", type=int, default=100,
                     help="held-out subject-intervals for the ceilings (default 100)")
     pr.add_argument("--seed", type=int, default=0, help="seed of the probe's frames (default 0)")

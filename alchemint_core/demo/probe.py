@@ -70,7 +70,7 @@ class Probe(nn.Module):
 
 
 def probe_accuracy(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], sigma: float,
-                   steps: int = 600, batch: int = 128, seed: int = 0) -> float:
+                   steps: int = 1500, batch: int = 128, seed: int = 0) -> float:
     """A probe trained on codes noised to sigma (fresh noise every batch), scored on the test codes noised once."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -98,7 +98,7 @@ class ProbeRow:
     ceiling: Scores
 
 
-def probe_vae(name: str, vae: TinyVideoVAE, train_frames, test_frames, sigmas=SIGMAS, steps: int = 600,
+def probe_vae(name: str, vae: TinyVideoVAE, train_frames, test_frames, sigmas=SIGMAS, steps: int = 1500,
               prompts: int = 100, seed: int = 1234, detector=None) -> ProbeRow:
     (f, y), (ft, yt) = train_frames, test_frames
     z, zt = frame_codes(vae, f), frame_codes(vae, ft)
