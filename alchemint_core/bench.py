@@ -355,7 +355,7 @@ def repeated_generations(count: int = 50, steps: int = 40, seeds: int = 5) -> li
 
 
 def demo_training(steps: int = 12, batch: int = 8) -> Figure:
-    from .cache import CacheConfig, build_cache
+    from .data.cache import CacheConfig, build_cache
     from .demo.data import write_demo_dataset
     from .demo.pipeline import ENCODERS_FILE
     from .demo.train_settings import demo_config_for

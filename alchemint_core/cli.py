@@ -69,7 +69,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig.from_dict(values)
     decoder = None
     if cfg.preview_every:  # previews decode with the demo encoders the cache was made with
-        from .cache import read_manifest
+        from .data.cache import read_manifest
         from .encoders import load_encoders
         encoder_id = (read_manifest(Path(cfg.cache)) or {}).get("encoder", "")
         if encoder_id.startswith("demo:") and Path(encoder_id[5:]).is_file():
@@ -120,7 +120,7 @@ def parse_part(text: str) -> tuple[int, int]:
 def cmd_cache(args) -> int:
     from tqdm import tqdm
 
-    from .cache import CacheConfig, build_cache
+    from .data.cache import CacheConfig, build_cache
     from .encoders import load_encoders
     vae, text = load_encoders(args.encoders)
     cfg = CacheConfig(num_frames=args.frames, height=args.height, width=args.width,

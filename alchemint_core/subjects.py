@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .dataset import crop_reference, short
+from .data.dataset import crop_reference, short
 from .intervals import interval_to_latent
 from .latents import LatentFormat
 from .native import encode_image, encode_text, stack_embeddings

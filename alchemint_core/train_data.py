@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cache import MANIFEST
+from .data.cache import MANIFEST
 from .config import CheckpointError
 from .dense import DenseCaptions
 from .files import SafetensorsFile

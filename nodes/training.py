@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from alchemint_core.cache import CacheConfig, build_cache
+from alchemint_core.data.cache import CacheConfig, build_cache
 from alchemint_core.demo.pipeline import ENCODERS_FILE
 from alchemint_core.demo.train_settings import demo_config_for
 from alchemint_core.files import atomic_write

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from alchemint_core.augment import GREY, ReferenceAugment
-from alchemint_core.dataset import DatasetError, crop_reference
+from alchemint_core.data.augment import GREY, ReferenceAugment
+from alchemint_core.data.dataset import DatasetError, crop_reference
 
 NONE = dict(p_blur=0, p_zoom=0, p_rotate=0, p_flip=0, p_jitter=0, p_position=0)
 RED = torch.tensor([0.9, 0.1, 0.1])

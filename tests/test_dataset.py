@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alchemint_core.dataset import (DatasetError, TimedCaption, crop_reference, entity_interval, frames_to_seconds,
+from alchemint_core.data.dataset import (DatasetError, TimedCaption, crop_reference, entity_interval, frames_to_seconds,
                                     list_samples, load_sample, make_clip, presence, read_masks, read_video,
                                     write_sample)
 

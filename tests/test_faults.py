@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 
 import alchemint_core as ac
-from alchemint_core.cache import CacheConfig, build_cache, complete_shard
+from alchemint_core.data.cache import CacheConfig, build_cache, complete_shard
 from alchemint_core.demo.data import write_demo_dataset
 from alchemint_core.demo.pipeline import ENCODERS_FILE, DemoPipeline, Subject
 from alchemint_core.encoders import load_encoders

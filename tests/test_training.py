@@ -12,7 +12,7 @@ from einops import rearrange
 from safetensors import safe_open
 
 import alchemint_core as ac
-from alchemint_core.cache import CacheConfig, build_cache
+from alchemint_core.data.cache import CacheConfig, build_cache
 from alchemint_core.cli import build_parser
 from alchemint_core.train_config import TrainConfig
 from alchemint_core.train_data import CachedClips, make_batch, sample_sigma

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alchemint_core.cache import CacheConfig, build_cache
-from alchemint_core.dataset import write_sample
+from alchemint_core.data.cache import CacheConfig, build_cache
+from alchemint_core.data.dataset import write_sample
 from alchemint_core.encoders import TinyTextEncoder, TinyVideoVAE
 
 COLOURS = {"red": (220, 40, 40), "blue": (40, 80, 220), "green": (40, 180, 60), "yellow": (230, 210, 40)}

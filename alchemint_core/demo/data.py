@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..dataset import list_samples, write_sample
+from ..data.dataset import list_samples, write_sample
 from ..synthetic import SyntheticVideo, random_video
 
 FPS = 8.0  # 17 frames = 2.1 s

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..dataset import crop_reference
+from ..data.dataset import crop_reference
 from ..encoders import load_encoders
 from ..generation import VideoModel, VideoRequest, generate_video
 from ..guidance import Guidance

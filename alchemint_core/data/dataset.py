@@ -27,9 +27,9 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .files import atomic_write, read_small_text
-from .intervals import IntervalError, latent_frame_count
-from .media import write_video
+from ..files import atomic_write, read_small_text
+from ..intervals import IntervalError, latent_frame_count
+from ..media import write_video
 
 SAMPLE_FILE = "sample.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
