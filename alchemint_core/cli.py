@@ -171,6 +171,44 @@ def cmd_train_encoders(args) -> int:
     return 0
 
 
+def cmd_curate(args) -> int:
+    from tqdm import tqdm
+
+    from .data.curate import curate
+    argv = ["curate", "--videos", str(args.videos), "--out", str(args.out), "--backend", args.backend]
+    argv += ["--captions", str(args.captions)] if args.captions else []
+    argv += ["--models", str(args.models)] if args.models else []
+    workers, part = start_parts(args, argv)
+    with tqdm(desc="videos", unit="video") as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+        report = curate(args.videos, args.out, args.captions, args.backend, args.models, part=part,
+                        progress=progress)
+        wait_parts("curate", workers)
+    print(report.summary())
+    return 0
+
+
+def cmd_curation_check(args) -> int:
+    from tqdm import tqdm
+
+    from .demo.curation_check import run_curation_check
+    with tqdm(desc="curate", unit="video") as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+        scores = run_curation_check(args.out, args.samples, args.seed, args.video_format, progress)
+    pct = lambda v: f"{v:.1%}"  # noqa: E731
+    print(f"{scores['samples']} videos, {scores['entities']} entities: interval t-IOU {scores['t_iou'][0]:.4f} "
+          f"({scores['t_iou'][1]:.4f}-{scores['t_iou'][2]:.4f}), mask IoU {scores['mask_iou'][0]:.4f} "
+          f"({scores['mask_iou'][1]:.4f}-{scores['mask_iou'][2]:.4f}); samples with an entity missed "
+          f"{pct(scores['samples_with_a_missed_entity'])}, duplicated {pct(scores['samples_with_a_duplicated_entity'])}"
+          f"; failed videos {len(scores['failed'])}")
+    print(f"results: {Path(args.out) / f'curation_{args.video_format}.json'}")
+    return 0
+
+
 def cmd_make_demo_data(args) -> int:
     from tqdm import tqdm
 
@@ -533,6 +571,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="no VAE network: each frame's pixels space-to-depth (frame-wise, 12 x scale^2 channels, "
                           "exact decode; --vae-steps and --vae-channels are not used), standardised per channel")
     enc.set_defaults(func=cmd_train_encoders)
+
+    cur = sub.add_parser("curate", help="turn a folder of videos and captions into a training set",
+                         description="The paper's data pipeline: for each video, the subjects' tags (from the "
+                                     "captions file), grounding at several frames of each tag's interval, tracking "
+                                     "into mask tracks and cleaning; writes one sample per video in the dataset "
+                                     "format. Resumable; a video that fails is reported and the rest go on.")
+    cur.add_argument("--videos", required=True, help="folder of videos (or of frame folders)")
+    cur.add_argument("--out", required=True, help="dataset folder to create or complete")
+    cur.add_argument("--captions", help="JSON object: video file name -> caption, or -> {caption, timed_captions, "
+                                        "tags, fps}")
+    cur.add_argument("--backend", default="demo", help="detection and tracking models: demo (the demo's colour "
+                                                       "and shape detector, no weights)")
+    cur.add_argument("--models", help="folder of the backend's model checkpoints")
+    cur.add_argument("--workers", type=int, default=1, help="processes on this machine (default 1)")
+    cur.add_argument("--part", help=argparse.SUPPRESS)
+    cur.set_defaults(func=cmd_curate)
+
+    cc = sub.add_parser("curation-check", help="score curate against the demo generator's exact masks",
+                        description="Writes demo videos with their truth kept aside, hands curate the videos (.mp4) "
+                                    "and captions only, and scores its samples: interval t-IOU, mask IoU on present "
+                                    "frames, samples with an entity missed or duplicated.")
+    cc.add_argument("--out", required=True, help="working folder (truth/, videos/, curated/, curation.json)")
+    cc.add_argument("--samples", type=int, default=200, help="videos (default 200)")
+    cc.add_argument("--seed", type=int, default=7, help="seed of the videos (default 7)")
+    cc.add_argument("--video-format", choices=("png", "mp4"), default="png",
+                    help="how the videos are handed over: png frame folders (lossless, default) or H.264 .mp4")
+    cc.set_defaults(func=cmd_curation_check)
 
     data = sub.add_parser("make-demo-data", help="write the demo's synthetic training videos as a dataset",
                           description="Write seeded synthetic videos (1-3 coloured shapes, each present only inside "

@@ -1,0 +1,171 @@
+"""`curate`: a folder of videos and their captions -> samples in the dataset format (sample.json, frames, one mask
+track per entity), readable by `cache` unchanged.
+
+Per video: tags (given in the captions file, or extracted), grounding, tracking and cleaning (stages.py) of each
+tag, then the sample written with sample.json last, so a killed run never leaves half a sample and a rerun skips
+what is done. A video that cannot be used gets one line in the summary and the run goes on."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ...files import read_small_text
+from ...synthetic import COLOURS, SHAPES
+from ..dataset import SAMPLE_FILE, DatasetError, TimedCaption, read_video, write_sample
+from .stages import Backend, curate_entity
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
+BACKENDS = ("sam3", "gdino-sam2", "demo")
+
+
+@dataclass
+class VideoEntry:
+    caption: str
+    timed_captions: list[TimedCaption] = field(default_factory=list)
+    tags: list[str] | None = None  # None: extract them from the captions
+    fps: float | None = None
+
+
+@dataclass
+class CurateReport:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already curated
+    failed: dict[str, str] = field(default_factory=dict)  # video -> why
+    not_found: dict[str, list[str]] = field(default_factory=dict)  # video -> tags found in no frame
+
+    def summary(self) -> str:
+        lines = [f"{len(self.written)} samples written, {len(self.skipped)} already there, "
+                 f"{len(self.failed)} videos failed"]
+        lines += [f"  failed: {name}: {why}" for name, why in self.failed.items()]
+        lines += [f"  not found in {name}: {', '.join(tags)}" for name, tags in self.not_found.items()]
+        return "\n".join(lines)
+
+
+def list_videos(folder: Path) -> list[Path]:
+    """Video files and frame folders (folders of images) in `folder`, by name."""
+    if not folder.is_dir():
+        raise DatasetError(f"--videos {folder}: no such folder; give the folder holding your videos")
+    out = [p for p in folder.iterdir() if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or p.is_dir()]
+    return sorted(out, key=lambda p: p.name)
+
+
+def read_captions(path: Path, videos: list[Path]) -> dict[str, VideoEntry]:
+    """The captions file: a JSON object from each video's file name (or stem) to {"caption": ..., optional
+    "timed_captions": [{"start", "end", "text"}] in seconds, optional "tags": [...], optional "fps"} or to the
+    caption alone. Every name must be one of the videos."""
+    if not path.is_file():
+        raise DatasetError(f"--captions {path}: no such file; give the JSON file of your videos' captions")
+    try:
+        spec = json.loads(read_small_text(path, "--captions"))
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"--captions {path}: not UTF-8 text ({err.reason} at byte {err.start}); save it as "
+                           "UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"--captions {path}: not JSON ({err.msg}, line {err.lineno}); write an object from "
+                           "video file name to caption") from None
+    if not isinstance(spec, dict):
+        raise DatasetError(f"--captions {path}: expected a JSON object from video file name to caption")
+    names = {v.name: v.name for v in videos} | {v.stem: v.name for v in videos}
+    unknown = [k for k in spec if k not in names]
+    if unknown:
+        raise DatasetError(f"--captions {path}: {len(unknown)} name(s) match no video in the folder (first: "
+                           f"'{unknown[0][:80]}'); use the video file names")
+    out = {}
+    for key, value in spec.items():
+        entry = {"caption": value} if isinstance(value, str) else value
+        if not isinstance(entry, dict) or not isinstance(entry.get("caption"), str) or not entry["caption"].strip():
+            raise DatasetError(f"--captions {path}: '{key[:80]}' needs a non-empty \"caption\" string")
+        tags = entry.get("tags")
+        if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) for t in tags)):
+            raise DatasetError(f"--captions {path}: '{key[:80]}' \"tags\" must be a list of strings")
+        timed = [TimedCaption(float(c["start"]), float(c["end"]), str(c["text"]))
+                 for c in entry.get("timed_captions") or []]
+        out[names[key]] = VideoEntry(entry["caption"], timed, tags, entry.get("fps"))
+    return out
+
+
+def demo_tags(caption: str) -> list[str]:
+    """The demo's vocabulary: every 'colour shape' phrase of the caption, once, in order."""
+    pattern = rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b"
+    return list(dict.fromkeys(f"{c} {s}" for c, s in re.findall(pattern, caption.lower())))
+
+
+def tag_interval(entry: VideoEntry, tag: str, frames: int, fps: float) -> tuple[int, int]:
+    """Frames where the tag is sought: the span of the timed captions that mention it, else the whole video."""
+    spans = [(c.start, c.end) for c in entry.timed_captions if tag.lower() in c.text.lower()]
+    if not spans:
+        return 0, frames - 1
+    first = int(np.clip(np.floor(min(a for a, _ in spans) * fps), 0, frames - 1))
+    last = int(np.clip(np.ceil(max(b for _, b in spans) * fps) - 1, first, frames - 1))
+    return first, last
+
+
+def curate_video(backend: Backend, video: Path, entry: VideoEntry, out: Path,
+                 tagger: Callable[[str], list[str]]) -> list[str]:
+    """One video -> one sample folder `out`; returns the tags found in no frame."""
+    frames, container_fps = read_video(video)
+    if len(frames) == 0:
+        raise DatasetError("the video has no frames")
+    fps = float(entry.fps or container_fps or 0)
+    if fps <= 0:
+        raise DatasetError("no frame rate: give \"fps\" for it in the captions file")
+    tags = entry.tags if entry.tags is not None else tagger(entry.caption)
+    masks, missing = {}, []
+    for tag in dict.fromkeys(tags):
+        found = curate_entity(backend, frames, tag, tag_interval(entry, tag, len(frames), fps))
+        if found is None:
+            missing.append(tag)
+        else:
+            masks[tag] = found[0]
+    if out.exists():  # a folder without sample.json: what a killed run left
+        shutil.rmtree(out)
+    write_sample(out, frames, fps, entry.caption, masks, entry.timed_captions)
+    return missing
+
+
+def make_backend(name: str, models: Path | None = None) -> tuple[Backend, Callable[[str], list[str]]]:
+    """(backend, tag extractor) by name."""
+    if name == "demo":
+        from .backends.demo import DemoBackend
+        return DemoBackend(), demo_tags
+    if name in BACKENDS:
+        raise DatasetError(f"--backend {name}: not available in this version; use --backend demo")
+    raise DatasetError(f"--backend {name!r} must be one of {', '.join(BACKENDS)}")
+
+
+def curate(videos: str | Path, out: str | Path, captions: str | Path | None = None, backend: str = "demo",
+           models: str | Path | None = None, part: tuple[int, int] | None = None,
+           progress: Callable[[int, int], None] | None = None) -> CurateReport:
+    files = list_videos(Path(videos))
+    if captions is None:
+        raise DatasetError("curate needs the videos' captions: give --captions FILE (a JSON object from video file "
+                           "name to caption)")
+    entries = read_captions(Path(captions), files)
+    engine, tagger = make_backend(backend, Path(models) if models else None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = CurateReport()
+    todo = [v for i, v in enumerate(files) if part is None or i % part[1] == part[0]]
+    for k, video in enumerate(todo):
+        name = video.stem if video.is_file() else video.name
+        if (out / name / SAMPLE_FILE).exists():
+            report.skipped.append(name)
+        elif video.name not in entries:
+            report.failed[video.name] = "no caption in the captions file; add one"
+        else:
+            try:
+                missing = curate_video(engine, video, entries[video.name], out / name, tagger)
+                report.written.append(name)
+                if missing:
+                    report.not_found[name] = missing
+            except (DatasetError, OSError, ValueError) as err:
+                report.failed[video.name] = str(err).splitlines()[0][:300]
+        if progress:
+            progress(k + 1, len(todo))
+    return report

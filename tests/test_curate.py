@@ -1,0 +1,87 @@
+"""Curation (the paper's data pipeline) with the demo backend, scored against the demo generator's exact masks."""
+import json
+
+import numpy as np
+import pytest
+
+from alchemint_core import cli
+from alchemint_core.data.curate import curate
+from alchemint_core.data.curate.masks import connected_regions, dilate
+from alchemint_core.data.curate.stages import clean, merge_duplicates, nms, percentile_frames
+from alchemint_core.data.dataset import DatasetError, list_samples, load_sample
+from alchemint_core.demo.curation_check import curation_inputs, run_curation_check
+
+
+def test_percentile_frames_nms_and_regions():
+    assert percentile_frames(0, 16) == [2, 5, 8, 11, 14] and percentile_frames(3, 3) == [3]
+    boxes = [((0, 0, 10, 10), 0.5), ((1, 1, 11, 11), 0.9), ((20, 20, 30, 30), 0.1)]
+    assert nms(boxes) == [((1, 1, 11, 11), 0.9), ((20, 20, 30, 30), 0.1)]
+    mask = np.zeros((12, 12), bool)
+    mask[1:4, 1:4] = True
+    mask[6:11, 7:11] = True
+    mask[4, 4] = True  # touches the first square diagonally: 8-connected
+    regions = connected_regions(mask)
+    assert [int(r.sum()) for r in regions] == [20, 10] and not (regions[0] & regions[1]).any()
+    assert dilate(mask[:5, :5], 1).sum() == 25
+
+
+def test_cleaning_merges_tracks_of_one_entity_and_keeps_the_trainers_interval():
+    track = np.zeros((10, 20, 20), bool)
+    track[2:8, 5:12, 5:12] = True
+    shifted = np.zeros_like(track)
+    shifted[3:9, 6:12, 5:12] = True  # the same entity, tracked from another detection
+    other = np.zeros_like(track)
+    other[0:2, 0:3, 0:3] = True  # something else, present briefly
+    merged = merge_duplicates([track, shifted, other])
+    assert len(merged) == 2 and merged[0][8].any() and merged[0][2].any()
+    masks, interval = clean([track, shifted, other])
+    assert interval == (2, 8)
+    assert clean([np.zeros_like(track)]) is None
+
+
+def test_curate_recovers_the_generators_intervals_and_masks(tmp_path):
+    """Videos and captions only (no masks) -> samples whose intervals and masks match the truth."""
+    scores = run_curation_check(tmp_path, 8)
+    assert scores["samples"] == 8 and scores["entities"] >= 10
+    assert scores["t_iou"][0] >= 0.98 and scores["mask_iou"][0] >= 0.9
+    assert scores["samples_with_a_missed_entity"] == 0 and scores["samples_with_a_duplicated_entity"] == 0
+    curated = list_samples(tmp_path / "curated_png")
+    sample = load_sample(curated[0])  # the dataset format, read by the loader that `cache` uses
+    assert sample.entities and sample.frames.shape == (17, 64, 64, 3)
+    # a rerun skips every finished sample; a folder a killed run left without sample.json is redone
+    (curated[1] / "sample.json").unlink()
+    report = curate(tmp_path / "videos_png", tmp_path / "curated_png", tmp_path / "captions_png.json")
+    assert report.written == [curated[1].name] and len(report.skipped) == 7
+
+
+def test_bad_videos_and_tags_are_reported_and_the_run_goes_on(tmp_path, capsys):
+    from alchemint_core.demo.data import write_demo_dataset
+    write_demo_dataset(tmp_path / "truth", 2, seed=3)
+    curation_inputs(tmp_path / "truth", tmp_path / "videos", tmp_path / "captions.json")
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
+    first = sorted(captions)[0]
+    captions["broken.mp4"] = "a red ring"
+    absent = next(c for c in ("green", "cyan", "blue", "red") if c not in captions[first]["caption"])
+    captions[first]["caption"] += f" and a {absent} cross"  # a tag found in no frame
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    assert cli.main(["curate", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "out"),
+                     "--captions", str(tmp_path / "captions.json")]) == 0
+    out = capsys.readouterr().out
+    assert "2 samples written" in out and "1 videos failed" in out and "failed: broken.mp4" in out
+    assert f"not found in {first}: {absent} cross" in out
+    assert not (tmp_path / "out" / "broken").exists()
+
+
+@pytest.mark.parametrize("content,match", [(None, "no such file"), (b"\xff\xfe{", "not UTF-8"),
+                                           (b'{"nothing.mp4": "a red ring"}', "match no video"),
+                                           (b'{"s000000": {"tags": ["x"]}}', 'needs a non-empty "caption"')])
+def test_bad_captions_files_are_explained(tmp_path, content, match):
+    from alchemint_core.demo.data import write_demo_dataset
+    write_demo_dataset(tmp_path / "truth", 1, seed=3)
+    curation_inputs(tmp_path / "truth", tmp_path / "videos", tmp_path / "ok.json")
+    path = tmp_path / "captions.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DatasetError, match=match):
+        curate(tmp_path / "videos", tmp_path / "out", path)
