@@ -48,6 +48,22 @@ def test_curate_recovers_the_generators_intervals_and_masks(tmp_path):
     curated = list_samples(tmp_path / "curated_png")
     sample = load_sample(curated[0])  # the dataset format, read by the loader that `cache` uses
     assert sample.entities and sample.frames.shape == (17, 64, 64, 3)
+    # `cache` reads the curated set unchanged, and a short training run learns from it
+    from alchemint_core.data.cache import CacheConfig, build_cache
+    from alchemint_core.demo.pipeline import ENCODERS_FILE
+    from alchemint_core.encoders import load_encoders
+    from alchemint_core.train_config import TrainConfig
+    from alchemint_core.trainer import Trainer
+    from training_fixtures import train_config
+    vae, text = load_encoders(ENCODERS_FILE)
+    cached = build_cache(tmp_path / "curated_png", tmp_path / "cache", vae, text, CacheConfig(num_frames=9),
+                         encoder_id="demo")
+    assert len(cached.encoded) == 8
+    model = {"dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2, "in_dim": 32, "out_dim": 32,
+             "text_dim": 64, "freq_dim": 32}
+    result = Trainer(TrainConfig.from_dict(train_config(tmp_path / "cache", tmp_path / "run", model=model, steps=3)),
+                     show_bar=False).run()
+    assert result.output.is_file()
     # a rerun skips every finished sample; a folder a killed run left without sample.json is redone
     (curated[1] / "sample.json").unlink()
     report = curate(tmp_path / "videos_png", tmp_path / "curated_png", tmp_path / "captions_png.json")
