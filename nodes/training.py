@@ -1,11 +1,13 @@
 """Dataset Cache, Trainer and Evaluate Timing: the training loop and the timing metrics inside ComfyUI."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -42,14 +44,15 @@ def check_name(name: str, what: str) -> str:
 
 
 def input_folder(name: str, what: str) -> Path:
-    """A dataset folder inside ComfyUI's input directory (never outside it)."""
+    """A dataset folder inside ComfyUI's input directory, or one the Dataset Writer made (never outside them)."""
     fp = bridge.folder_paths()
     root = Path(fp.get_input_directory() if fp is not None else bridge.SEARCH_PATHS.get("input", [Path("input")])[0])
-    path = root / bridge.relative_name(name, what, f"ComfyUI's input directory ({root})")
-    if not path.is_dir():
-        raise ValueError(f"{what} '{name}' is not a folder in ComfyUI's input directory ({root}); put the dataset "
-                         "there (one sub-folder with a sample.json per video)")
-    return path
+    rel = bridge.relative_name(name, what, f"ComfyUI's input directory ({root})")
+    for path in (root / rel, output_root() / "datasets" / rel):
+        if path.is_dir():
+            return path
+    raise ValueError(f"{what} '{name}' is not a folder in ComfyUI's input directory ({root}) nor a dataset the "
+                     "Dataset Writer made; put the dataset there (one sub-folder with a sample.json per video)")
 
 
 def output_root() -> Path:
@@ -194,3 +197,87 @@ class AdapterTrainer:
         img = image_tensor(Image.open(plot)) if plot.is_file() else torch.zeros(1, 64, 64, 3)
         return {"ui": {"text": [f"{result.steps} steps, last loss {result.last_loss:.4f}: {target}"]},
                 "result": (str(target), img)}
+
+
+MAX_WRITER_SUBJECTS = 4
+
+
+class DatasetWriter:
+    DESCRIPTION = ("Writes one training sample — the frames, the caption and each subject's mask track (from any "
+                   "segmentation node) — into a dataset folder under output/alchemint/datasets, in the format the "
+                   "Dataset Cache and `cache` read. Shows each subject's interval (the trainer's rule).")
+    CATEGORY = f"{CATEGORY}/training"
+    RETURN_TYPES = ("STRING", "IMAGE")
+    RETURN_NAMES = ("intervals", "preview")
+    OUTPUT_TOOLTIPS = ("Each subject's interval in seconds as JSON (null where it is never visible).",
+                       "The frames with one bar per subject's interval under them.")
+    OUTPUT_NODE = True
+    FUNCTION = "write"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        more = {}
+        for i in range(2, MAX_WRITER_SUBJECTS + 1):
+            more[f"tag_{i}"] = ("STRING", {"default": "", "tooltip": f"Word tag of subject {i} (empty: none)."})
+            more[f"mask_{i}"] = ("MASK", {"tooltip": f"Mask track of subject {i}, one mask per frame."})
+        return {"required": {
+            "frames": ("IMAGE", {"tooltip": "The video's frames, e.g. from Load Video."}),
+            "fps": ("FLOAT", {"default": 16.0, "min": 1.0, "max": 240.0, "step": 1.0, "tooltip": "Frame rate."}),
+            "caption": ("STRING", {"multiline": True, "default": "", "tooltip": "The video's caption; every tag "
+                                   "must appear in it."}),
+            "dataset": ("STRING", {"default": "my_dataset", "tooltip": "Dataset name: the folder "
+                                   "output/alchemint/datasets/<name> (the Dataset Cache reads it by this name)."}),
+            "sample": ("STRING", {"default": "sample_0001", "tooltip": "This sample's name in the dataset (a new "
+                                  "one per video)."}),
+            "tag_1": ("STRING", {"default": "", "tooltip": "Word tag of subject 1, e.g. 'red ring'."}),
+            "mask_1": ("MASK", {"tooltip": "Mask track of subject 1: [frames, H, W], 1 where it is visible."}),
+        }, "optional": {
+            "timed_captions": ("STRING", {"multiline": True, "default": "", "tooltip": "Optional JSON list of "
+                                          "{\"start\": s, \"end\": s, \"text\": ...} events in seconds."}),
+            **more,
+        }}
+
+    def write(self, frames, fps, caption, dataset, sample, tag_1, mask_1, timed_captions="", **more):
+        from alchemint_core.data.dataset import DatasetError, entity_interval, frames_to_seconds, mentions
+        from alchemint_core.data.dataset import write_sample
+        from alchemint_core.media import strip_image
+        folder = output_root() / "datasets" / check_name(dataset, "Dataset Writer: dataset") / \
+            check_name(sample, "Dataset Writer: sample")
+        video = (frames[..., :3].clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        pairs = [(tag_1, mask_1)] + [(more.get(f"tag_{i}", ""), more.get(f"mask_{i}"))
+                                     for i in range(2, MAX_WRITER_SUBJECTS + 1)]
+        tracks = {}
+        for i, (tag, mask) in enumerate(pairs, start=1):
+            tag = " ".join(str(tag).split())
+            if not tag and mask is None:
+                continue
+            if not tag or mask is None:
+                raise ValueError(f"Dataset Writer: subject {i} needs both tag_{i} and mask_{i}; give both or neither")
+            m = mask.cpu().numpy()
+            m = m[None] if m.ndim == 2 else m
+            if m.shape != video.shape[:3]:
+                raise ValueError(f"Dataset Writer: mask_{i} ('{tag}') is {list(m.shape)} but the frames are "
+                                 f"{list(video.shape[:3])}; give one mask per frame at the frames' size")
+            if not mentions(caption, tag):
+                raise ValueError(f"Dataset Writer: tag_{i} '{tag}' does not appear in the caption; write it into "
+                                 "the caption (whole words)")
+            if tag in tracks:
+                raise ValueError(f"Dataset Writer: tag '{tag}' is given twice; give each subject once")
+            tracks[tag] = m > 0.5
+        if not tracks:
+            raise ValueError("Dataset Writer: no subject; connect mask_1 and write tag_1")
+        try:
+            timed = json.loads(timed_captions) if timed_captions.strip() else []
+        except json.JSONDecodeError as err:
+            raise ValueError(f"Dataset Writer: timed_captions is not JSON ({err.msg}); write a list of "
+                             "{\"start\": 0, \"end\": 1, \"text\": \"...\"} or leave it empty") from None
+        try:
+            write_sample(folder, video, float(fps), caption, tracks, timed)
+        except (DatasetError, TypeError, KeyError) as err:
+            raise ValueError(f"Dataset Writer: {err}") from None
+        seconds = {tag: (frames_to_seconds(*iv, fps) if (iv := entity_interval(m)) else None)
+                   for tag, m in tracks.items()}
+        shown = {t: s for t, s in seconds.items() if s is not None}
+        preview = strip_image(video, [], list(shown), list(shown.values()), float(fps), scale=1)
+        return {"ui": {"text": [json.dumps(seconds)]},
+                "result": (json.dumps(seconds), image_tensor(preview))}

@@ -50,8 +50,8 @@ def test_pack_registers_every_node_and_imports_cleanly(server):
     ours = {k for k in info if k.startswith("AlcheMinT")}
     assert ours == {"AlcheMinTModelLoader", "AlcheMinTDemoModel", "AlcheMinTReferenceLoader",
                     "AlcheMinTIntervalTimeline", "AlcheMinTWeRoPEConditioner", "AlcheMinTMultiCFGGuider",
-                    "AlcheMinTSampler", "AlcheMinTDatasetCache", "AlcheMinTTrainer", "AlcheMinTEvaluateTiming",
-                    "AlcheMinTDemoSubjectMasks"}
+                    "AlcheMinTSampler", "AlcheMinTDatasetCache", "AlcheMinTDatasetWriter", "AlcheMinTTrainer",
+                    "AlcheMinTEvaluateTiming", "AlcheMinTDemoSubjectMasks"}
     assert all(info[k]["category"].startswith("AlcheMinT") for k in ours)
     log = server.log()
     assert "comfyui-alchemint" in log and "IMPORT FAILED" not in log.split("comfyui-alchemint")[0][-200:]

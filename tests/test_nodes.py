@@ -20,7 +20,7 @@ from nodes.references import MASK_MEANINGS, ReferenceLoader
 from nodes.sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
 from nodes.timeline import IntervalTimeline
 from nodes.evaluation import DemoSubjectMasks, EvaluateTiming
-from nodes.training import AdapterTrainer, DatasetCache
+from nodes.training import AdapterTrainer, DatasetCache, DatasetWriter
 from training_fixtures import write_dataset
 
 LATENT = load_encoders(ENCODERS_FILE)[0].latent_channels  # a user's demo model reads the shipped VAE's latents
@@ -86,7 +86,7 @@ TWO_BARS = json.dumps({"version": 1, "subjects": [{"tag": "red ring", "start": 0
 
 
 def test_every_node_is_prefixed_categorised_and_has_tooltips():
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 11
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 12
     for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("AlcheMinT") and nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("AlcheMinT ")
         assert cls.CATEGORY.startswith("AlcheMinT") and hasattr(cls, cls.FUNCTION) and cls.DESCRIPTION
@@ -298,3 +298,41 @@ def test_model_loader_loads_a_wan_file_with_an_adapter_from_the_model_folders(fo
         ModelLoader().load("nope.safetensors", NO_ADAPTER, "default")
     with pytest.raises(ValueError, match="dtype 'int4'"):
         ModelLoader().load("wan_tiny.safetensors", NO_ADAPTER, "int4")
+
+
+def test_dataset_writer_writes_samples_the_dataset_cache_reads(demo, folders):
+    """Frames and mask tracks from any segmentation node -> a sample in output/alchemint/datasets/<name>, its
+    intervals by the trainer's rule; the Dataset Cache then encodes that dataset by name. Bad inputs are refused
+    before anything is written."""
+    from alchemint_core.data.dataset import load_sample
+    from alchemint_core.synthetic import random_video
+    _, vae, clip = demo
+    for k in range(2):
+        video = random_video(np.random.default_rng(40 + k), "train", 17, 64, 64)
+        frames = torch.from_numpy(video.frames).float() / 255
+        tags = list(video.masks)
+        extra = {"tag_2": tags[1], "mask_2": torch.from_numpy(video.masks[tags[1]]).float()} if len(tags) > 1 else {}
+        out = DatasetWriter().write(frames, 8.0, video.caption, "written", f"clip_{k}", tags[0],
+                                    torch.from_numpy(video.masks[tags[0]]).float(), "", **extra)
+        intervals = json.loads(out["result"][0])
+        first = video.subjects[0]
+        assert intervals[tags[0]] == [first.first / 8.0, (first.last + 1) / 8.0]
+        assert out["result"][1].shape[-1] == 3
+    sample = load_sample(folders / "output" / "alchemint" / "datasets" / "written" / "clip_0")
+    assert sample.caption == random_video(np.random.default_rng(40), "train", 17, 64, 64).caption
+    with torch.inference_mode():
+        cache, = DatasetCache().cache("written", vae, clip, "written_cache", 9, 0, 0, 2, 0)
+    assert cache.clips == 2
+    frames, mask = torch.rand(5, 32, 32, 3), torch.ones(5, 32, 32)
+    bad = [({"mask_1": torch.ones(4, 32, 32)}, r"mask_1 \('red ring'\) is \[4, 32, 32\] but the frames are"),
+           ({"tag_1": "blue star"}, "does not appear in the caption"),
+           ({"tag_1": ""}, "needs both tag_1 and mask_1"),
+           ({"timed_captions": "[oops"}, "timed_captions is not JSON"),
+           ({"sample": "../up"}, "plain name"),
+           ({"sample": "clip_0", "dataset": "written"}, "already holds a sample")]
+    for change, match in bad:
+        args = {"frames": frames, "fps": 8.0, "caption": "a red ring", "dataset": "bad", "sample": "s",
+                "tag_1": "red ring", "mask_1": mask, **change}
+        with pytest.raises(ValueError, match=match):
+            DatasetWriter().write(**args)
+    assert not (folders / "output" / "alchemint" / "datasets" / "bad").exists()
