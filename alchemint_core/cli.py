@@ -589,10 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     cur.set_defaults(func=cmd_curate)
 
     cc = sub.add_parser("curation-check", help="score curate against the demo generator's exact masks",
-                        description="Writes demo videos with their truth kept aside, hands curate the videos (.mp4) "
-                                    "and captions only, and scores its samples: interval t-IOU, mask IoU on present "
+                        description="Writes demo videos with their truth kept aside, hands curate the videos and "
+                                    "captions only, and scores its samples: interval t-IOU, mask IoU on present "
                                     "frames, samples with an entity missed or duplicated.")
-    cc.add_argument("--out", required=True, help="working folder (truth/, videos/, curated/, curation.json)")
+    cc.add_argument("--out", required=True, help="working folder (truth/, videos_FORMAT/, curated_FORMAT/, "
+                                                 "curation_FORMAT.json)")
     cc.add_argument("--samples", type=int, default=200, help="videos (default 200)")
     cc.add_argument("--seed", type=int, default=7, help="seed of the videos (default 7)")
     cc.add_argument("--video-format", choices=("png", "mp4"), default="png",
