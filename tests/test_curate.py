@@ -101,3 +101,14 @@ def test_bad_captions_files_are_explained(tmp_path, content, match):
         path.write_bytes(content)
     with pytest.raises(DatasetError, match=match):
         curate(tmp_path / "videos", tmp_path / "out", path)
+
+
+def test_tag_rules_keep_groundable_phrases_of_the_caption_once():
+    from alchemint_core.data.curate.tags import apply_rules, prompts
+    caption = "The man in red waves his hand at a crowd near a red ball on the left"
+    kept, dropped = apply_rules(caption, ["man in red", "hand", "crowd", "red ball", "Red  ball", "blue car", "left"])
+    assert kept == ["man in red", "red ball"]
+    assert set(dropped) == {"hand", "crowd", "Red ball", "blue car", "left"}
+    assert dropped["blue car"] == "not a phrase of the caption" and dropped["Red ball"] == "given twice"
+    texts = prompts()
+    assert "{caption}" in texts["extract"] and "{tags}" in texts["filter"]

@@ -19,6 +19,7 @@ from ...files import read_small_text
 from ...synthetic import COLOURS, SHAPES
 from ..dataset import SAMPLE_FILE, DatasetError, TimedCaption, read_video, write_sample
 from .stages import Backend, curate_entity
+from .tags import apply_rules
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
 BACKENDS = ("sam3", "gdino-sam2", "demo")
@@ -108,16 +109,16 @@ def tag_interval(entry: VideoEntry, tag: str, frames: int, fps: float) -> tuple[
 
 def curate_video(backend: Backend, video: Path, entry: VideoEntry, out: Path,
                  tagger: Callable[[str], list[str]]) -> list[str]:
-    """One video -> one sample folder `out`; returns the tags found in no frame."""
+    """One video -> one sample folder `out`; returns the tags found in no frame or dropped by the tag rules."""
     frames, container_fps = read_video(video)
     if len(frames) == 0:
         raise DatasetError("the video has no frames")
     fps = float(entry.fps or container_fps or 0)
     if fps <= 0:
         raise DatasetError("no frame rate: give \"fps\" for it in the captions file")
-    tags = entry.tags if entry.tags is not None else tagger(entry.caption)
-    masks, missing = {}, []
-    for tag in dict.fromkeys(tags):
+    tags, dropped = apply_rules(entry.caption, entry.tags if entry.tags is not None else tagger(entry.caption))
+    masks, missing = {}, [f"{tag} ({why})" for tag, why in dropped.items()]
+    for tag in tags:
         found = curate_entity(backend, frames, tag, tag_interval(entry, tag, len(frames), fps))
         if found is None:
             missing.append(tag)
