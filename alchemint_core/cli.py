@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 from .config import WAN21_14B, WAN21_1_3B, AdapterConfig, CheckpointError
+from .data.curate.backends.models import MODEL_FOLDERS
+from .data.curate.pipeline import BACKENDS
 from .loading import load_model
 from .memory import OutOfMemory
 from .model import WanModel
@@ -581,9 +583,13 @@ def build_parser() -> argparse.ArgumentParser:
     cur.add_argument("--out", required=True, help="dataset folder to create or complete")
     cur.add_argument("--captions", help="JSON object: video file name -> caption, or -> {caption, timed_captions, "
                                         "tags, fps}")
-    cur.add_argument("--backend", default="demo", help="detection and tracking models: demo (the demo's colour "
-                                                       "and shape detector, no weights)")
-    cur.add_argument("--models", help="folder of the backend's model checkpoints")
+    cur.add_argument("--backend", default="sam3", choices=BACKENDS,
+                     help="detection and tracking models: sam3 (default; SAM 3 video), gdino-sam2 (the paper's "
+                          "Grounding DINO + CLIP + SAM 2 video) or demo (the demo's colour and shape detector, no "
+                          "weights)")
+    cur.add_argument("--models", help="folder of the backends' checkpoints in subfolders: "
+                                      + ", ".join(f"{m.name}/ ({m.checkpoint})" for m in MODEL_FOLDERS.values())
+                                      + "; tagger/ is used when a caption gives no tags")
     cur.add_argument("--workers", type=int, default=1, help="processes on this machine (default 1)")
     cur.add_argument("--part", help=argparse.SUPPRESS)
     cur.set_defaults(func=cmd_curate)

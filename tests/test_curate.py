@@ -66,7 +66,8 @@ def test_curate_recovers_the_generators_intervals_and_masks(tmp_path):
     assert result.output.is_file()
     # a rerun skips every finished sample; a folder a killed run left without sample.json is redone
     (curated[1] / "sample.json").unlink()
-    report = curate(tmp_path / "videos_png", tmp_path / "curated_png", tmp_path / "captions_png.json")
+    report = curate(tmp_path / "videos_png", tmp_path / "curated_png", tmp_path / "captions_png.json",
+                    backend="demo")
     assert report.written == [curated[1].name] and len(report.skipped) == 7
 
 
@@ -82,7 +83,7 @@ def test_bad_videos_and_tags_are_reported_and_the_run_goes_on(tmp_path, capsys):
     captions[first]["caption"] += f" and a {absent} cross"  # a tag found in no frame
     (tmp_path / "captions.json").write_text(json.dumps(captions))
     assert cli.main(["curate", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "out"),
-                     "--captions", str(tmp_path / "captions.json")]) == 0
+                     "--captions", str(tmp_path / "captions.json"), "--backend", "demo"]) == 0
     out = capsys.readouterr().out
     assert "2 samples written" in out and "1 videos failed" in out and "failed: broken.mp4" in out
     assert f"not found in {first}: {absent} cross" in out
@@ -100,7 +101,7 @@ def test_bad_captions_files_are_explained(tmp_path, content, match):
     if content is not None:
         path.write_bytes(content)
     with pytest.raises(DatasetError, match=match):
-        curate(tmp_path / "videos", tmp_path / "out", path)
+        curate(tmp_path / "videos", tmp_path / "out", path, backend="demo")
 
 
 def test_tag_rules_keep_groundable_phrases_of_the_caption_once():

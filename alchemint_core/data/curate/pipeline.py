@@ -18,6 +18,7 @@ import numpy as np
 from ...files import read_small_text
 from ...synthetic import COLOURS, SHAPES
 from ..dataset import SAMPLE_FILE, DatasetError, TimedCaption, read_video, write_sample
+from .backends.models import MODEL_FOLDERS, model_folder
 from .stages import Backend, curate_entity
 from .tags import apply_rules
 
@@ -130,17 +131,37 @@ def curate_video(backend: Backend, video: Path, entry: VideoEntry, out: Path,
     return missing
 
 
-def make_backend(name: str, models: Path | None = None) -> tuple[Backend, Callable[[str], list[str]]]:
-    """(backend, tag extractor) by name."""
+def make_backend(name: str, models: Path | None = None) -> Backend:
+    """The backend by name, its models loaded from their folders under `models` (backends/models.py)."""
     if name == "demo":
         from .backends.demo import DemoBackend
-        return DemoBackend(), demo_tags
-    if name in BACKENDS:
-        raise DatasetError(f"--backend {name}: not available in this version; use --backend demo")
+        return DemoBackend()
+    if name == "sam3":
+        from .backends.sam3 import Sam3Backend
+        return Sam3Backend.from_folder(models)
+    if name == "gdino-sam2":
+        from .backends.gdino_sam2 import GroundingDinoSam2Backend
+        return GroundingDinoSam2Backend.from_folder(models)
     raise DatasetError(f"--backend {name!r} must be one of {', '.join(BACKENDS)}")
 
 
-def curate(videos: str | Path, out: str | Path, captions: str | Path | None = None, backend: str = "demo",
+def make_tagger(backend: str, models: Path | None) -> Callable[[str], list[str]]:
+    """Tags for captions that give none: the language model in `models`/tagger when there is one, else the demo's
+    vocabulary with the demo backend; other backends then need the tagger (checked at the first caption that needs
+    it, so a captions file that gives every tag needs no language model)."""
+    if models is not None and (Path(models) / MODEL_FOLDERS["tagger"].name).exists():
+        from .llm_tags import LanguageModelTagger
+        return LanguageModelTagger.from_folder(models)
+    if backend == "demo":
+        return demo_tags
+
+    def needs_tagger(caption: str) -> list[str]:
+        model_folder(models, "tagger")  # raises the line naming the folder
+        raise AssertionError("unreachable")
+    return needs_tagger
+
+
+def curate(videos: str | Path, out: str | Path, captions: str | Path | None = None, backend: str = "sam3",
            models: str | Path | None = None, part: tuple[int, int] | None = None,
            progress: Callable[[int, int], None] | None = None) -> CurateReport:
     files = list_videos(Path(videos))
@@ -148,7 +169,8 @@ def curate(videos: str | Path, out: str | Path, captions: str | Path | None = No
         raise DatasetError("curate needs the videos' captions: give --captions FILE (a JSON object from video file "
                            "name to caption)")
     entries = read_captions(Path(captions), files)
-    engine, tagger = make_backend(backend, Path(models) if models else None)
+    models = Path(models) if models else None
+    engine, tagger = make_backend(backend, models), make_tagger(backend, models)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = CurateReport()
