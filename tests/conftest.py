@@ -16,6 +16,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # "separate" leaves them out of the README's run (deselected: they run next), "required" fails any that skips.
 COMFYUI_SUITE = os.environ.get("ALCHEMINT_COMFYUI_SUITE", "")
 COMFYUI_ENV = ("COMFYUI_DIR", "COMFYUI_PYTHON", "COMFYUI_FRONTEND_NEW")
+# The optional installs (requirements-curate.txt: transformers; requirements-ray.txt: ray) are tested where they are
+# installed; a user's plain install skips those tests. CI sets ALCHEMINT_REQUIRE_OPTIONAL=1: a skip for a missing
+# import then fails, so CI cannot pass by not testing them.
+REQUIRE_OPTIONAL = os.environ.get("ALCHEMINT_REQUIRE_OPTIONAL") == "1"
 
 
 def pytest_configure(config):
@@ -38,10 +42,16 @@ def pytest_collection_modifyitems(config, items):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if COMFYUI_SUITE == "required" and report.skipped and item.get_closest_marker("comfyui"):
-        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+    if not report.skipped:
+        return
+    reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+    if COMFYUI_SUITE == "required" and item.get_closest_marker("comfyui"):
         report.outcome = "failed"
         report.longrepr = f"skipped in the required real-ComfyUI suite ({reason}): set up what it needs"
+    elif REQUIRE_OPTIONAL and "could not import" in reason:
+        report.outcome = "failed"
+        report.longrepr = (f"skipped with ALCHEMINT_REQUIRE_OPTIONAL=1 ({reason}): pip install -r "
+                           "requirements-curate.txt -r requirements-ray.txt")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"

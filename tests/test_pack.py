@@ -65,7 +65,8 @@ def test_convert_halves_a_full_model_file_and_keeps_its_function(tmp_path):
 
 
 ROOT_ENTRIES = {"nodes", "alchemint_core", "workflows", "web", "tests", "__init__.py", "requirements.txt",  # design card
-                "README.md", "pyproject.toml", "requirements-test.txt", ".ci", "docs", ".gitignore"}
+                "README.md", "pyproject.toml", "requirements-test.txt", ".ci", "docs", ".gitignore",
+                "requirements-curate.txt", "requirements-ray.txt"}  # optional installs (issue 32)
 
 
 def test_the_root_holds_what_the_design_card_names_and_nothing_else():
