@@ -8,6 +8,7 @@ from .sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
 from .timeline import IntervalTimeline
 from .evaluation import DemoSubjectMasks, EvaluateTiming
 from .training import AdapterTrainer, DatasetCache, DatasetWriter
+from .curation import TrackSubjects
 
 bridge.register_model_folder()
 bridge.install_example_inputs(Path(__file__).resolve().parent.parent / "workflows" / "inputs")
@@ -21,6 +22,7 @@ NODES = {
     "AlcheMinTMultiCFGGuider": (MultiCFGGuider, "AlcheMinT Multi-CFG Guider"),
     "AlcheMinTSampler": (Sampler, "AlcheMinT Sampler"),
     "AlcheMinTDatasetCache": (DatasetCache, "AlcheMinT Dataset Cache"),
+    "AlcheMinTTrackSubjects": (TrackSubjects, "AlcheMinT Track Subjects"),
     "AlcheMinTDatasetWriter": (DatasetWriter, "AlcheMinT Dataset Writer"),
     "AlcheMinTTrainer": (AdapterTrainer, "AlcheMinT Trainer"),
     "AlcheMinTEvaluateTiming": (EvaluateTiming, "AlcheMinT Evaluate Timing"),

@@ -165,7 +165,8 @@ DEMO_DATASET_SAMPLES = 24
 
 def install_example_inputs(source: Path) -> list[Path]:
     """What the example workflows read from ComfyUI's input folder, added once if missing: the reference images
-    (copied) and a small synthetic training set for the training workflow (generated, ~2 s)."""
+    (copied), two demo videos for the dataset-building workflow and a small synthetic training set for the training
+    workflow (generated, ~2 s)."""
     fp = folder_paths()
     if fp is None or not source.is_dir():
         return []
@@ -175,7 +176,8 @@ def install_example_inputs(source: Path) -> list[Path]:
         from alchemint_core.demo.data import write_demo_dataset
         write_demo_dataset(dataset, DEMO_DATASET_SAMPLES, seed=99)  # resumable: completes a partial folder
         (dataset / "done").write_text("")
-    copied = []
+    from alchemint_core.demo.data import write_example_videos
+    copied = write_example_videos(target)  # the dataset-building workflow's videos
     for src in sorted(source.glob("*.png")):
         dst = target / src.name
         if not dst.exists():

@@ -35,6 +35,9 @@ class CacheRef:
     path: Path
     clips: int
 
+    def __str__(self) -> str:  # what Preview Any shows
+        return f"{self.clips} training clips in {self.path}"
+
 
 def check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name) or name.endswith(".safetensors"):
@@ -207,10 +210,12 @@ class DatasetWriter:
                    "segmentation node) — into a dataset folder under output/alchemint/datasets, in the format the "
                    "Dataset Cache and `cache` read. Shows each subject's interval (the trainer's rule).")
     CATEGORY = f"{CATEGORY}/training"
-    RETURN_TYPES = ("STRING", "IMAGE")
-    RETURN_NAMES = ("intervals", "preview")
+    RETURN_TYPES = ("STRING", "IMAGE", "STRING")
+    RETURN_NAMES = ("intervals", "preview", "dataset")
     OUTPUT_TOOLTIPS = ("Each subject's interval in seconds as JSON (null where it is never visible).",
-                       "The frames with one bar per subject's interval under them.")
+                       "The frames with one bar per subject's interval under them.",
+                       "The dataset's name, once this sample is written: link it to the next Dataset Writer's or "
+                       "the Dataset Cache's dataset so they run after it.")
     OUTPUT_NODE = True
     FUNCTION = "write"
 
@@ -280,4 +285,4 @@ class DatasetWriter:
         shown = {t: s for t, s in seconds.items() if s is not None}
         preview = strip_image(video, [], list(shown), list(shown.values()), float(fps), scale=1)
         return {"ui": {"text": [json.dumps(seconds)]},
-                "result": (json.dumps(seconds), image_tensor(preview))}
+                "result": (json.dumps(seconds), image_tensor(preview), dataset)}

@@ -1,6 +1,7 @@
 """Makes workflows/<name>.jpg from each example workflow's real output in a real ComfyUI (COMFYUI_DIR).
 
     COMFYUI_DIR=... COMFYUI_PYTHON=... python tests/make_thumbnails.py      # --wan-only: just the Wan plot
+                                                                             # --only NAME: just that workflow
 
 The Wan workflow cannot run without Wan's weights, so its thumbnail is the attention plot its WeRoPE Conditioner
 draws for its timeline (computed with the Wan 2.1 1.3B RoPE bank)."""
@@ -76,41 +77,58 @@ def wan_plot() -> Image.Image:
                                   size=(720, 420))
 
 
-def main(only_wan: bool = False) -> None:
+RUNNABLE = ("alchemint_demo_cpu", "alchemint_timing_evaluation", "alchemint_train_demo_model",
+            "alchemint_build_dataset")
+
+
+def main(only_wan: bool = False, only: tuple[str, ...] = RUNNABLE) -> None:
     if not only_wan:
-        run_workflows()
+        run_workflows(only)
     compose(Image.new("RGB", (1, 1)), wan_plot(), "Wan 2.1 1.3B, two subjects: attention each subject gets over time") \
         .save(WORKFLOWS / "alchemint_wan21_1.3B_two_subjects.jpg", quality=88)
     for p in sorted(WORKFLOWS.glob("*.jpg")):
         print(p, Image.open(p).size)
 
 
-def run_workflows() -> None:
+def run_workflows(names: tuple[str, ...]) -> None:
     with ComfyServer() as server, tempfile.TemporaryDirectory() as profile:
         pw, ctx, page = open_page(server, Path(profile))
         prompts = {}
-        for name in ("alchemint_demo_cpu", "alchemint_timing_evaluation", "alchemint_train_demo_model"):
+        for name in names:
             load_workflow(page, json.loads((WORKFLOWS / f"{name}.json").read_text()))
             prompts[name] = api_prompt(page)
         close_page(pw, ctx)
 
-        out = run(server, prompts["alchemint_demo_cpu"])
-        video = output_file(server, out["14"]["images"][0])
-        plot = Image.open(output_file(server, out["15"]["images"][0]))
-        compose(strip(frames_of(video), SIZE[0]), plot, "AlcheMinT demo (CPU): red ring 0-1 s, yellow star 1-2.1 s") \
-            .save(WORKFLOWS / "alchemint_demo_cpu.jpg", quality=88)
+        if "alchemint_demo_cpu" in prompts:
+            out = run(server, prompts["alchemint_demo_cpu"])
+            video = output_file(server, out["14"]["images"][0])
+            plot = Image.open(output_file(server, out["15"]["images"][0]))
+            compose(strip(frames_of(video), SIZE[0]), plot, "AlcheMinT demo (CPU): red ring 0-1 s, yellow star "
+                    "1-2.1 s").save(WORKFLOWS / "alchemint_demo_cpu.jpg", quality=88)
 
-        out = run(server, prompts["alchemint_timing_evaluation"])
-        frames = [Image.open(output_file(server, i)) for i in out["16"]["images"]]
-        report = json.loads("".join(out["15"]["text"]))
-        compose(strip(frames, SIZE[0]), None, f"timing evaluation: t-IOU {report['t_iou']:.2f}, "
-                f"t-L2 {report['t_l2']:.2f}").save(WORKFLOWS / "alchemint_timing_evaluation.jpg", quality=88)
+        if "alchemint_timing_evaluation" in prompts:
+            out = run(server, prompts["alchemint_timing_evaluation"])
+            frames = [Image.open(output_file(server, i)) for i in out["16"]["images"]]
+            report = json.loads("".join(out["15"]["text"]))
+            compose(strip(frames, SIZE[0]), None, f"timing evaluation: t-IOU {report['t_iou']:.2f}, "
+                    f"t-L2 {report['t_l2']:.2f}").save(WORKFLOWS / "alchemint_timing_evaluation.jpg", quality=88)
 
-        out = run(server, prompts["alchemint_train_demo_model"])
-        loss = Image.open(output_file(server, out["4"]["images"][0]))
-        compose(Image.new("RGB", (1, 1)), loss, "training a demo-size model: loss") \
-            .save(WORKFLOWS / "alchemint_train_demo_model.jpg", quality=88)
+        if "alchemint_train_demo_model" in prompts:
+            out = run(server, prompts["alchemint_train_demo_model"])
+            loss = Image.open(output_file(server, out["4"]["images"][0]))
+            compose(Image.new("RGB", (1, 1)), loss, "training a demo-size model: loss") \
+                .save(WORKFLOWS / "alchemint_train_demo_model.jpg", quality=88)
+
+        if "alchemint_build_dataset" in prompts:
+            out = run(server, prompts["alchemint_build_dataset"])
+            first, second = (Image.open(output_file(server, out[k]["images"][0])) for k in ("5", "10"))
+            both = Image.new("RGB", (max(first.width, second.width), first.height + second.height + 8), (24, 24, 24))
+            both.paste(first, (0, 0))
+            both.paste(second, (0, first.height + 8))
+            compose(Image.new("RGB", (1, 1)), both, "building a dataset: two videos, their subjects' mask tracks "
+                    "and intervals, then the cache").save(WORKFLOWS / "alchemint_build_dataset.jpg", quality=88)
 
 
 if __name__ == "__main__":
-    main(only_wan="--wan-only" in sys.argv)
+    picked = tuple(sys.argv[sys.argv.index("--only") + 1:]) if "--only" in sys.argv else RUNNABLE
+    main(only_wan="--wan-only" in sys.argv, only=picked)

@@ -51,7 +51,7 @@ def test_pack_registers_every_node_and_imports_cleanly(server):
     assert ours == {"AlcheMinTModelLoader", "AlcheMinTDemoModel", "AlcheMinTReferenceLoader",
                     "AlcheMinTIntervalTimeline", "AlcheMinTWeRoPEConditioner", "AlcheMinTMultiCFGGuider",
                     "AlcheMinTSampler", "AlcheMinTDatasetCache", "AlcheMinTDatasetWriter", "AlcheMinTTrainer",
-                    "AlcheMinTEvaluateTiming", "AlcheMinTDemoSubjectMasks"}
+                    "AlcheMinTEvaluateTiming", "AlcheMinTDemoSubjectMasks", "AlcheMinTTrackSubjects"}
     assert all(info[k]["category"].startswith("AlcheMinT") for k in ours)
     log = server.log()
     assert "comfyui-alchemint" in log and "IMPORT FAILED" not in log.split("comfyui-alchemint")[0][-200:]
@@ -222,7 +222,7 @@ def test_every_example_workflow_loads_and_passes_prompt_validation(pinned_server
     finally:
         close_page(pw, ctx)
     assert set(prompts) == {"alchemint_demo_cpu", "alchemint_wan21_1.3B_two_subjects", "alchemint_train_demo_model",
-                            "alchemint_timing_evaluation"}
+                            "alchemint_timing_evaluation", "alchemint_build_dataset"}
     for name, prompt in prompts.items():
         if name == "alchemint_train_demo_model":
             prompt["3"]["inputs"].update(steps=3, batch_size=2)
@@ -238,6 +238,19 @@ def test_every_example_workflow_loads_and_passes_prompt_validation(pinned_server
             assert 0 <= report["t_iou"] <= 1 and len(report["subjects"]) == 2
         if name == "alchemint_train_demo_model":
             assert (server.base / "models" / "alchemint" / "my_demo_model.safetensors").stat().st_size > 10_000
+        if name == "alchemint_build_dataset":  # two demo videos -> mask tracks -> two samples -> a cache
+            from alchemint_core.data.dataset import list_samples, load_sample
+            from alchemint_core.demo.data import example_video
+            dataset = server.base / "output" / "alchemint" / "datasets" / "alchemint_canvas_dataset"
+            assert [p.name for p in list_samples(dataset)] == ["clip_1", "clip_2"]
+            for k, writer in ((1, "4"), (2, "9")):
+                truth = example_video(f"alchemint_demo_clip_{k}.mp4")
+                intervals = json.loads(result["outputs"][writer]["text"][0])
+                for tag, masks in truth.masks.items():
+                    present = masks.any(axis=(1, 2)).nonzero()[0]
+                    assert intervals[tag] == [present[0] / 8.0, (present[-1] + 1) / 8.0], (k, tag)
+                assert load_sample(dataset / f"clip_{k}").caption == truth.caption
+            assert "2 training clips in" in "".join(result["outputs"]["13"]["text"])
 
 
 def test_committed_workflows_are_what_the_builder_makes():

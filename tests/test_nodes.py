@@ -20,6 +20,7 @@ from nodes.references import MASK_MEANINGS, ReferenceLoader
 from nodes.sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
 from nodes.timeline import IntervalTimeline
 from nodes.evaluation import DemoSubjectMasks, EvaluateTiming
+from nodes.curation import TrackSubjects
 from nodes.training import AdapterTrainer, DatasetCache, DatasetWriter
 from training_fixtures import write_dataset
 
@@ -32,7 +33,7 @@ DEMO_SIZED = ac.WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_dim
 def folders(tmp_path_factory):
     """ComfyUI-like model/input/output folders with a small random demo-compatible model in models/alchemint."""
     root = tmp_path_factory.mktemp("comfy")
-    paths = {k: [root / "models" / k] for k in ("diffusion_models", bridge.MODEL_FOLDER)}
+    paths = {k: [root / "models" / k] for k in ("diffusion_models", bridge.MODEL_FOLDER, "alchemint_curation")}
     paths.update(input=[root / "input"], output=[root / "output"])
     for p in paths.values():
         p[0].mkdir(parents=True)
@@ -317,7 +318,7 @@ def test_dataset_writer_writes_samples_the_dataset_cache_reads(demo, folders):
         intervals = json.loads(out["result"][0])
         first = video.subjects[0]
         assert intervals[tags[0]] == [first.first / 8.0, (first.last + 1) / 8.0]
-        assert out["result"][1].shape[-1] == 3
+        assert out["result"][1].shape[-1] == 3 and out["result"][2] == "written"
     sample = load_sample(folders / "output" / "alchemint" / "datasets" / "written" / "clip_0")
     assert sample.caption == random_video(np.random.default_rng(40), "train", 17, 64, 64).caption
     with torch.inference_mode():
@@ -336,3 +337,29 @@ def test_dataset_writer_writes_samples_the_dataset_cache_reads(demo, folders):
         with pytest.raises(ValueError, match=match):
             DatasetWriter().write(**args)
     assert not (folders / "output" / "alchemint" / "datasets" / "bad").exists()
+
+
+def test_track_subjects_finds_each_tags_mask_track_through_the_curation_backends(folders):
+    """A video and its tags -> one mask track per tag (the demo backend, no weights): the generator's masks and
+    intervals come back from the example video the dataset workflow loads (H.264, as a user's own video)."""
+    from alchemint_core.data.curate.stages import mask_iou
+    from alchemint_core.data.dataset import read_video
+    from alchemint_core.demo.data import example_video, write_example_videos
+    path = write_example_videos(folders / "input")[0]
+    truth = example_video(path.name)
+    frames, _ = read_video(path)
+    out = TrackSubjects().track(torch.from_numpy(frames).float() / 255, "red ring\n  yellow   star\n", "demo")
+    masks, found = out["result"][:4], json.loads(out["result"][4])
+    assert list(found) == ["red ring", "yellow star"] and not masks[2].any() and not masks[3].any()
+    for mask, (tag, true) in zip(masks, truth.masks.items()):
+        present = np.flatnonzero(true.any(axis=(1, 2)))
+        assert found[tag] == [int(present[0]), int(present[-1])]
+        assert np.mean([mask_iou(mask[f].numpy() > 0.5, true[f]) for f in present]) > 0.8
+    assert json.loads(TrackSubjects().track(torch.from_numpy(frames).float() / 255, "blue disc", "demo")
+                      ["result"][4]) == {"blue disc": None}  # not in the video: empty track, not an error
+    video = torch.rand(3, 16, 16, 3)
+    for tags, backend, match in [("", "demo", "no tags"), ("a\nb\nc\nd\ne", "demo", "at most 4"),
+                                 ("the dog", "demo", "demo colour and shape"),
+                                 ("the dog", "sam3", "alchemint_curation.*facebook/sam3")]:
+        with pytest.raises(ValueError, match=match):
+            TrackSubjects().track(video, tags, backend)

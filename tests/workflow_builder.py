@@ -43,6 +43,8 @@ def slot_types(node_type: str) -> tuple[list[tuple[str, str]], list[tuple[str, s
         "VAELoader": ([], [("VAE", "VAE")]),
         "CLIPLoader": ([], [("CLIP", "CLIP")]),
         "PreviewAny": ([("source", "*")], []),
+        "LoadVideo": ([], [("VIDEO", "VIDEO")]),
+        "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
     }
     if node_type in native:
         return native[node_type]
@@ -58,12 +60,26 @@ def slot_types(node_type: str) -> tuple[list[tuple[str, str]], list[tuple[str, s
     return inputs, list(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))
 
 
+def widget_type(node_type: str, name: str) -> str:
+    """The type of one of our nodes' widgets (a widget given a link becomes an input of that type)."""
+    import nodes
+    types = nodes.NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()
+    spec = {**types.get("required", {}), **types.get("optional", {})}[name]
+    return spec[0] if isinstance(spec[0], str) else "COMBO"
+
+
+def node_inputs(n: Node) -> list[tuple[str, str, bool]]:
+    """(name, type, is a linked widget) of a node's input slots: its link inputs, then its widgets given a link."""
+    inputs = [(name, t, False) for name, t in slot_types(n.type)[0]]
+    names = {name for name, _, _ in inputs}
+    return inputs + [(name, widget_type(n.type, name), True) for name in n.links if name not in names]
+
+
 def ui_workflow(nodes_: list[Node]) -> dict:
     """The UI-format workflow ComfyUI's frontend saves and loads."""
     links, out_links = [], {}
     for n in nodes_:
-        inputs, _ = slot_types(n.type)
-        names = [name for name, _ in inputs]
+        names = [name for name, _, _ in node_inputs(n)]
         for name, (src, slot) in n.links.items():
             src_type = slot_types(next(m.type for m in nodes_ if m.id == src))[1][slot][1]
             link_id = len(links) + 1
@@ -72,11 +88,12 @@ def ui_workflow(nodes_: list[Node]) -> dict:
     ui_nodes = []
     link_of = {(l[3], l[4]): l[0] for l in links}
     for order, n in enumerate(nodes_):
-        inputs, outputs = slot_types(n.type)
+        outputs = slot_types(n.type)[1]
+        inputs = [{"name": name, "type": t, "link": link_of.get((n.id, i))} | ({"widget": {"name": name}} if widget
+                                                                              else {})
+                  for i, (name, t, widget) in enumerate(node_inputs(n))]
         node = {"id": n.id, "type": n.type, "pos": list(n.pos), "size": list(n.size), "flags": {}, "order": order,
-                "mode": 0,
-                "inputs": [{"name": name, "type": t, "link": link_of.get((n.id, i))} for i, (name, t) in
-                           enumerate(inputs)],
+                "mode": 0, "inputs": inputs,
                 "outputs": [{"name": name, "type": t, "links": out_links.get((n.id, i), []), "slot_index": i}
                             for i, (name, t) in enumerate(outputs)],
                 "properties": {"Node name for S&R": n.type}, "widgets_values": list(n.widgets)}
@@ -136,6 +153,36 @@ TRAIN = [
     Node(5, "PreviewAny", (1140, 480), [], {"source": (3, 0)}, size=(420, 120), title="Trained file"),
 ]
 
+DATASET_CAPTIONS = {1: ("a red ring and a yellow star", "red ring", "yellow star"),
+                    2: ("a blue cross and a green triangle", "blue cross", "green triangle")}
+
+
+def dataset_from_video(k: int, first_id: int, y: int, dataset_link: tuple[int, int] | None) -> list[Node]:
+    """Load Video -> its frames and fps -> Track Subjects (demo backend) -> Dataset Writer (sample clip_k)."""
+    caption, tag1, tag2 = DATASET_CAPTIONS[k]
+    load, parts, track, write, preview = range(first_id, first_id + 5)
+    return [
+        Node(load, "LoadVideo", (20, y), [f"alchemint_demo_clip_{k}.mp4", "image"], size=(280, 330)),
+        Node(parts, "GetVideoComponents", (330, y), [], {"video": (load, 0)}, size=(240, 90)),
+        Node(track, "AlcheMinTTrackSubjects", (330, y + 130), [f"{tag1}\n{tag2}", "demo"],
+             {"images": (parts, 0)}, size=(300, 200)),
+        Node(write, "AlcheMinTDatasetWriter", (680, y),
+             [8.0, caption, "alchemint_canvas_dataset", f"clip_{k}", tag1, "", tag2, "", ""],
+             {"frames": (parts, 0), "fps": (parts, 2), "mask_1": (track, 0), "mask_2": (track, 1)}
+             | ({"dataset": dataset_link} if dataset_link else {}), size=(360, 420)),
+        Node(preview, "PreviewImage", (1080, y), [], {"images": (write, 1)}, size=(420, 300),
+             title=f"Intervals of clip {k}"),
+    ]
+
+
+BUILD_DATASET = dataset_from_video(1, 1, 40, None) + dataset_from_video(2, 6, 520, (4, 2)) + [
+    Node(11, "AlcheMinTDemoModel", (1080, 1000), ["shipped demo model"], size=(300, 110)),
+    Node(12, "AlcheMinTDatasetCache", (1540, 520), ["alchemint_canvas_dataset", "alchemint_canvas_cache", 17, 0, 0,
+                                                    2, 0], {"dataset": (9, 2), "vae": (11, 1), "clip": (11, 2)},
+         size=(340, 260)),
+    Node(13, "PreviewAny", (1920, 520), [], {"source": (12, 0)}, size=(360, 120), title="Cache"),
+]
+
 WAN = [
     Node(1, "AlcheMinTModelLoader", (20, 40), ["wan2.1_t2v_1.3B_fp16.safetensors",
                                                "alchemint_wan2.1_t2v_1.3B.safetensors", "default", False], size=(340, 150)),
@@ -165,7 +212,8 @@ WAN = [
 ]
 
 WORKFLOW_BUILDS = {"alchemint_demo_cpu": DEMO, "alchemint_wan21_1.3B_two_subjects": WAN,
-                   "alchemint_train_demo_model": TRAIN, "alchemint_timing_evaluation": EVALUATE}
+                   "alchemint_train_demo_model": TRAIN, "alchemint_timing_evaluation": EVALUATE,
+                   "alchemint_build_dataset": BUILD_DATASET}
 # Files the Wan workflow names (placeholders are enough for /prompt validation in the tests).
 WAN_MODEL_FILES = {"diffusion_models": ["wan2.1_t2v_1.3B_fp16.safetensors"],
                    "alchemint": ["alchemint_wan2.1_t2v_1.3B.safetensors"], "vae": ["wan_2.1_vae.safetensors"],

@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import list_samples, write_sample
-from ..synthetic import SyntheticVideo, random_video
+from ..synthetic import Appearance, SyntheticVideo, random_subject, random_video, render_video
 
 FPS = 8.0  # 17 frames = 2.1 s
 
@@ -38,3 +38,30 @@ def write_demo_dataset(root: str | Path, samples: int, seed: int = 0, frames: in
         if progress:
             progress(i + 1, samples)
     return root
+
+
+# The example videos the dataset-building workflow loads: demo clips with fixed subjects and intervals (frames).
+EXAMPLE_VIDEOS = {
+    "alchemint_demo_clip_1.mp4": (1, [("red", "ring", (0, 9)), ("yellow", "star", (6, 16))]),
+    "alchemint_demo_clip_2.mp4": (2, [("blue", "cross", (0, 16)), ("green", "triangle", (4, 12))]),
+}
+
+
+def example_video(name: str, frames: int = 17, size: int = 64) -> SyntheticVideo:
+    seed, spec = EXAMPLE_VIDEOS[name]
+    rng = np.random.default_rng([seed, 4242])
+    subjects = [random_subject(rng, Appearance(colour, shape), frames, size, size, i, len(spec), interval)
+                for i, (colour, shape, interval) in enumerate(spec)]
+    return render_video(rng, subjects, frames, size, size)
+
+
+def write_example_videos(folder: str | Path) -> list[Path]:
+    """The example videos as H.264 .mp4 in `folder` (those missing), as a user's own videos would be."""
+    from ..media import write_video
+    written = []
+    for name in EXAMPLE_VIDEOS:
+        path = Path(folder) / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append(write_video(example_video(name).frames, path, FPS))
+    return written
