@@ -81,17 +81,28 @@ def test_bad_videos_and_tags_are_reported_and_the_run_goes_on(tmp_path, capsys):
     captions["broken.mp4"] = "a red ring"
     absent = next(c for c in ("green", "cyan", "blue", "red") if c not in captions[first]["caption"])
     captions[first]["caption"] += f" and a {absent} cross"  # a tag found in no frame
+    (tmp_path / "videos" / "empty.mp4").write_bytes(b"")
+    captions["empty.mp4"] = "a red ring"
+    (tmp_path / "videos" / "no_frames").mkdir()  # a frame folder without images
+    captions["no_frames"] = {"caption": "a red ring", "fps": 8}
+    captions["gone.mp4"] = "a video that is not in the folder"
+    second = sorted(c for c in captions if c.startswith("s"))[1]
+    many = [f"red ring number {i}" for i in range(3000)]  # thousands of tags: the first 64 are curated
+    captions[second].update(caption=captions[second]["caption"] + ", " + ", ".join(many), tags=many)
     (tmp_path / "captions.json").write_text(json.dumps(captions))
     assert cli.main(["curate", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "out"),
                      "--captions", str(tmp_path / "captions.json"), "--backend", "demo"]) == 0
     out = capsys.readouterr().out
-    assert "2 samples written" in out and "1 videos failed" in out and "failed: broken.mp4" in out
+    assert "2 samples written" in out and "3 videos failed" in out and "failed: broken.mp4" in out
+    assert "failed: empty.mp4" in out and "failed: no_frames" in out
+    assert "1 name(s) match no video in the folder and are left out (first: 'gone.mp4')" in out
     assert f"not found in {first}: {absent} cross" in out
-    assert not (tmp_path / "out" / "broken").exists()
+    assert "2936 tags after the first 64 left out" in out
+    assert len(load_sample(tmp_path / "out" / second).entities) <= 64
+    assert not any((tmp_path / "out" / name).exists() for name in ("broken", "empty", "no_frames"))
 
 
 @pytest.mark.parametrize("content,match", [(None, "no such file"), (b"\xff\xfe{", "not UTF-8"),
-                                           (b'{"nothing.mp4": "a red ring"}', "match no video"),
                                            (b'{"s000000": {"tags": ["x"]}}', 'needs a non-empty "caption"')])
 def test_bad_captions_files_are_explained(tmp_path, content, match):
     from alchemint_core.demo.data import write_demo_dataset

@@ -24,6 +24,7 @@ from .tags import apply_rules
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
 BACKENDS = ("sam3", "gdino-sam2", "demo")
+MAX_TAGS = 64  # per video
 
 
 @dataclass
@@ -40,10 +41,12 @@ class CurateReport:
     skipped: list[str] = field(default_factory=list)  # already curated
     failed: dict[str, str] = field(default_factory=dict)  # video -> why
     not_found: dict[str, list[str]] = field(default_factory=dict)  # video -> tags found in no frame
+    notes: list[str] = field(default_factory=list)  # about the run as a whole
 
     def summary(self) -> str:
         lines = [f"{len(self.written)} samples written, {len(self.skipped)} already there, "
                  f"{len(self.failed)} videos failed"]
+        lines += [f"  note: {note}" for note in self.notes]
         lines += [f"  failed: {name}: {why}" for name, why in self.failed.items()]
         lines += [f"  not found in {name}: {', '.join(tags)}" for name, tags in self.not_found.items()]
         return "\n".join(lines)
@@ -57,10 +60,10 @@ def list_videos(folder: Path) -> list[Path]:
     return sorted(out, key=lambda p: p.name)
 
 
-def read_captions(path: Path, videos: list[Path]) -> dict[str, VideoEntry]:
+def read_captions(path: Path, videos: list[Path]) -> tuple[dict[str, VideoEntry], list[str]]:
     """The captions file: a JSON object from each video's file name (or stem) to {"caption": ..., optional
     "timed_captions": [{"start", "end", "text"}] in seconds, optional "tags": [...], optional "fps"} or to the
-    caption alone. Every name must be one of the videos."""
+    caption alone. Returns the entries by video file name and the names that match no video (left out)."""
     if not path.is_file():
         raise DatasetError(f"--captions {path}: no such file; give the JSON file of your videos' captions")
     try:
@@ -75,11 +78,10 @@ def read_captions(path: Path, videos: list[Path]) -> dict[str, VideoEntry]:
         raise DatasetError(f"--captions {path}: expected a JSON object from video file name to caption")
     names = {v.name: v.name for v in videos} | {v.stem: v.name for v in videos}
     unknown = [k for k in spec if k not in names]
-    if unknown:
-        raise DatasetError(f"--captions {path}: {len(unknown)} name(s) match no video in the folder (first: "
-                           f"'{unknown[0][:80]}'); use the video file names")
     out = {}
     for key, value in spec.items():
+        if key in unknown:
+            continue
         entry = {"caption": value} if isinstance(value, str) else value
         if not isinstance(entry, dict) or not isinstance(entry.get("caption"), str) or not entry["caption"].strip():
             raise DatasetError(f"--captions {path}: '{key[:80]}' needs a non-empty \"caption\" string")
@@ -89,7 +91,7 @@ def read_captions(path: Path, videos: list[Path]) -> dict[str, VideoEntry]:
         timed = [TimedCaption(float(c["start"]), float(c["end"]), str(c["text"]))
                  for c in entry.get("timed_captions") or []]
         out[names[key]] = VideoEntry(entry["caption"], timed, tags, entry.get("fps"))
-    return out
+    return out, unknown
 
 
 def demo_tags(caption: str) -> list[str]:
@@ -118,7 +120,13 @@ def curate_video(backend: Backend, video: Path, entry: VideoEntry, out: Path,
     if fps <= 0:
         raise DatasetError("no frame rate: give \"fps\" for it in the captions file")
     tags, dropped = apply_rules(entry.caption, entry.tags if entry.tags is not None else tagger(entry.caption))
-    masks, missing = {}, [f"{tag} ({why})" for tag, why in dropped.items()]
+    masks, missing = {}, [f"{tag} ({why})" for tag, why in list(dropped.items())[:MAX_TAGS]]
+    if len(dropped) > MAX_TAGS:
+        missing.append(f"{len(dropped) - MAX_TAGS} more tags dropped by the tag rules")
+    if len(tags) > MAX_TAGS:  # each tag costs detections at several frames and a tracking pass
+        missing.append(f"{len(tags) - MAX_TAGS} tags after the first {MAX_TAGS} left out (at most {MAX_TAGS} per "
+                       "video; give each video only the subjects it shows)")
+        tags = tags[:MAX_TAGS]
     for tag in tags:
         found = curate_entity(backend, frames, tag, tag_interval(entry, tag, len(frames), fps))
         if found is None:
@@ -168,12 +176,15 @@ def curate(videos: str | Path, out: str | Path, captions: str | Path | None = No
     if captions is None:
         raise DatasetError("curate needs the videos' captions: give --captions FILE (a JSON object from video file "
                            "name to caption)")
-    entries = read_captions(Path(captions), files)
+    entries, unknown = read_captions(Path(captions), files)
     models = Path(models) if models else None
     engine, tagger = make_backend(backend, models), make_tagger(backend, models)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = CurateReport()
+    if unknown:
+        report.notes.append(f"--captions {captions}: {len(unknown)} name(s) match no video in the folder and are "
+                            f"left out (first: '{unknown[0][:80]}'); use the video file names")
     todo = [v for i, v in enumerate(files) if part is None or i % part[1] == part[0]]
     for k, video in enumerate(todo):
         name = video.stem if video.is_file() else video.name
