@@ -128,14 +128,26 @@ def cmd_cache(args) -> int:
     cfg = CacheConfig(num_frames=args.frames, height=args.height, width=args.width,
                       clips_per_sample=args.clips_per_sample, ref_variants=args.ref_variants, seed=args.seed,
                       threshold=args.threshold, dtype=args.dtype)
+    encoder_id = f"demo:{args.encoders}"
+    if args.ray:
+        from .data.ray_jobs import cache_parts_on_ray, options
+        ray = options(args)  # checked before the bar starts
     bar = tqdm(desc="cache", unit="clip")
 
-    def progress(done, total, name):
+    def progress(done, total, name=""):
         bar.total = total
         bar.n = done
         bar.set_postfix_str(name)
         bar.refresh()
 
+    if args.ray:  # the parts on Ray's actors, shards only; then the adoption pass below writes the manifest
+        with bar:
+            encoded, skipped, actors = cache_parts_on_ray(ray, args.data, args.out, args.encoders, cfg,
+                                                          encoder_id, progress)
+        report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=encoder_id)
+        print(f"{len(report.skipped) + len(report.encoded)} clips in {args.out}: encoded {encoded}, {skipped} "
+              f"already there ({actors} Ray actors)")
+        return 0
     argv = ["cache", "--data", str(args.data), "--out", str(args.out), "--encoders", str(args.encoders),
             "--frames", str(args.frames), "--clips-per-sample", str(args.clips_per_sample),
             "--ref-variants", str(args.ref_variants), "--seed", str(args.seed),
@@ -143,11 +155,11 @@ def cmd_cache(args) -> int:
     argv += ["--height", str(args.height), "--width", str(args.width)] if args.height and args.width else []
     workers, part = start_parts(args, argv)
     with bar:  # closed on an error too, so the error starts its own line
-        report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}",
+        report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=encoder_id,
                              progress=progress, part=part)
         wait_parts("cache", workers)
     if workers:  # adopt every part's shards and write the manifest
-        report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=f"demo:{args.encoders}")
+        report = build_cache(args.data, args.out, vae, text, cfg, encoder_id=encoder_id)
         print(f"{len(report.skipped) + len(report.encoded)} clips in {args.out} ({args.workers} workers)")
     else:
         print(f"encoded {len(report.encoded)} clips, skipped {len(report.skipped)} already in {args.out}")
@@ -180,15 +192,22 @@ def cmd_curate(args) -> int:
     argv = ["curate", "--videos", str(args.videos), "--out", str(args.out), "--backend", args.backend]
     argv += ["--captions", str(args.captions)] if args.captions else []
     argv += ["--models", str(args.models)] if args.models else []
-    workers, part = start_parts(args, argv)
+    if args.ray:
+        from .data.ray_jobs import curate_on_ray, options
+        ray = options(args)  # checked before the bar starts
     with tqdm(desc="videos", unit="video") as bar:
         def progress(done, total):
             bar.total = total
             bar.update(done - bar.n)
-        report = curate(args.videos, args.out, args.captions, args.backend, args.models, part=part,
-                        progress=progress)
-        wait_parts("curate", workers)
-    print(report.summary())
+        if args.ray:
+            report, actors = curate_on_ray(ray, args.videos, args.out, args.captions, args.backend,
+                                           args.models, progress)
+        else:
+            workers, part = start_parts(args, argv)
+            report = curate(args.videos, args.out, args.captions, args.backend, args.models, part=part,
+                            progress=progress)
+            wait_parts("curate", workers)
+    print((f"{actors} Ray actors: " if args.ray else "") + report.summary())
     return 0
 
 
@@ -545,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--workers", type=int, default=1,
                        help="encode with this many processes (one per core); the result equals a one-process build")
     cache.add_argument("--part", help=argparse.SUPPRESS)  # I/N: one worker's share, shards only
+    from .data.ray_jobs import add_ray_options
+    add_ray_options(cache, "the encoders")
     cache.set_defaults(func=cmd_cache)
 
     enc = sub.add_parser("train-encoders", help="train the demo's VAE and text encoder on synthetic videos",
@@ -592,6 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       + "; tagger/ is used when a caption gives no tags")
     cur.add_argument("--workers", type=int, default=1, help="processes on this machine (default 1)")
     cur.add_argument("--part", help=argparse.SUPPRESS)
+    from .data.ray_jobs import add_ray_options
+    add_ray_options(cur, "one backend's models")
     cur.set_defaults(func=cmd_curate)
 
     cc = sub.add_parser("curation-check", help="score curate against the demo generator's exact masks",
