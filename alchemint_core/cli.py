@@ -185,10 +185,18 @@ def cmd_train_encoders(args) -> int:
     return 0
 
 
+def part_report(out, part: int) -> Path:
+    return Path(out) / f".curate-report-part-{part}.json"
+
+
 def cmd_curate(args) -> int:
+    from dataclasses import asdict
+
     from tqdm import tqdm
 
     from .data.curate import curate
+    from .data.curate.pipeline import CurateReport, list_videos
+    from .files import atomic_write
     argv = ["curate", "--videos", str(args.videos), "--out", str(args.out), "--backend", args.backend]
     argv += ["--captions", str(args.captions)] if args.captions else []
     argv += ["--models", str(args.models)] if args.models else []
@@ -206,7 +214,15 @@ def cmd_curate(args) -> int:
             workers, part = start_parts(args, argv)
             report = curate(args.videos, args.out, args.captions, args.backend, args.models, part=part,
                             progress=progress)
+            if args.part:  # a worker hands its report to the first process through the dataset folder
+                atomic_write(part_report(args.out, part[0]), lambda tmp: Path(tmp).write_text(json.dumps(asdict(report))))
             wait_parts("curate", workers)
+            if workers:
+                reports = [report] + [CurateReport(**json.loads(part_report(args.out, i).read_text()))
+                                      for i in range(1, args.workers)]
+                report = CurateReport.merged(reports, list_videos(Path(args.videos)))
+                for i in range(1, args.workers):
+                    part_report(args.out, i).unlink()
     print((f"{actors} Ray actors: " if args.ray else "") + report.summary())
     return 0
 

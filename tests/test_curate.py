@@ -124,3 +124,23 @@ def test_tag_rules_keep_groundable_phrases_of_the_caption_once():
     assert dropped["blue car"] == "not a phrase of the caption" and dropped["Red ball"] == "given twice"
     texts = prompts()
     assert "{caption}" in texts["extract"] and "{tags}" in texts["filter"]
+
+
+def test_curate_with_workers_reports_every_part(tmp_path, capsys, monkeypatch):
+    """--workers 2: the second process's videos are counted in the one summary, which equals a one-process run's."""
+    from alchemint_core.demo.data import write_demo_dataset
+    monkeypatch.chdir(cli.Path(__file__).resolve().parents[1])  # the workers run `python -m alchemint_core`
+    write_demo_dataset(tmp_path / "truth", 4, seed=5)
+    curation_inputs(tmp_path / "truth", tmp_path / "videos", tmp_path / "captions.json")
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
+    captions = json.loads((tmp_path / "captions.json").read_text()) | {"broken.mp4": "a red ring"}
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    summaries = []
+    for out, workers in (("one", "1"), ("two", "2")):
+        assert cli.main(["curate", "--videos", str(tmp_path / "videos"), "--out", str(tmp_path / out),
+                         "--captions", str(tmp_path / "captions.json"), "--backend", "demo",
+                         "--workers", workers]) == 0
+        summaries.append(capsys.readouterr().out)
+    assert summaries[0] == summaries[1] and "4 samples written" in summaries[1] and "failed: broken.mp4" in summaries[1]
+    assert [p.name for p in list_samples(tmp_path / "two")] == [p.name for p in list_samples(tmp_path / "one")]
+    assert not list((tmp_path / "two").glob(".curate-report-*"))

@@ -213,7 +213,7 @@ def shipped(path) -> str | tuple[str, str]:
 def curate_on_ray(opts: RayOptions, videos, out, captions, backend: str, models=None,
                   progress: Callable[[int, int], None] | None = None):
     """pipeline.curate on Ray: returns (the parts' reports merged into one, actors used)."""
-    from .curate.pipeline import list_videos, read_captions
+    from .curate.pipeline import CurateReport, list_videos, read_captions
     files = list_videos(Path(videos))  # bad input fails here, before a cluster is reached
     if captions is None:
         raise DatasetError("curate needs the videos' captions: give --captions FILE (a JSON object from video file "
@@ -222,24 +222,7 @@ def curate_on_ray(opts: RayOptions, videos, out, captions, backend: str, models=
     with ray_session(opts.address) as ray:
         args = (absolute(videos), absolute(out), absolute(captions), backend, absolute(models))
         reports = run_parts(ray, CuratePart, args, len(files), len(files), opts, progress)
-    return merge_reports(reports, files), len(reports)
-
-
-def merge_reports(reports: list, files: list[Path]):
-    """The parts' CurateReports as one, in the order of the videos, as one process lists them."""
-    from .curate.pipeline import CurateReport
-    rank = {}  # samples are named by the video's stem, failures by its file name
-    for i, v in enumerate(files):
-        rank[v.name] = rank[v.stem if v.is_file() else v.name] = i
-
-    def ordered(field: str):
-        items = [x for r in reports for x in getattr(r, field)]
-        return sorted(items, key=rank.__getitem__)
-
-    failed = {k: v for r in reports for k, v in r.failed.items()}
-    not_found = {k: v for r in reports for k, v in r.not_found.items()}
-    return CurateReport(ordered("written"), ordered("skipped"), {k: failed[k] for k in ordered("failed")},
-                        {k: not_found[k] for k in ordered("not_found")})
+    return CurateReport.merged(reports, files), len(reports)
 
 
 def cache_parts_on_ray(opts: RayOptions, data, out, encoders, cfg, encoder_id: str,

@@ -43,6 +43,22 @@ class CurateReport:
     not_found: dict[str, list[str]] = field(default_factory=dict)  # video -> tags found in no frame
     notes: list[str] = field(default_factory=list)  # about the run as a whole
 
+    @classmethod
+    def merged(cls, reports: list[CurateReport], videos: list[Path]) -> CurateReport:
+        """The reports of a job's parts (--workers, Ray) as one, in the order one process lists the videos."""
+        rank = {}  # samples are named by the video's stem, failures by its file name
+        for i, v in enumerate(videos):
+            rank[v.name] = rank[v.stem if v.is_file() else v.name] = i
+
+        def ordered(name: str) -> list[str]:
+            return sorted((x for r in reports for x in getattr(r, name)), key=rank.__getitem__)
+
+        failed = {k: v for r in reports for k, v in r.failed.items()}
+        not_found = {k: v for r in reports for k, v in r.not_found.items()}
+        notes = list(dict.fromkeys(n for r in reports for n in r.notes))  # every part makes the run's notes
+        return cls(ordered("written"), ordered("skipped"), {k: failed[k] for k in ordered("failed")},
+                   {k: not_found[k] for k in ordered("not_found")}, notes)
+
     def summary(self) -> str:
         lines = [f"{len(self.written)} samples written, {len(self.skipped)} already there, "
                  f"{len(self.failed)} videos failed"]
