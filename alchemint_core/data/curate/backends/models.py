@@ -17,10 +17,15 @@ class ModelFolder:
     model_types: tuple[str, ...]  # config.json "model_type" values accepted; empty: any
     role: str
 
+    def hint(self) -> str:
+        """What belongs in the folder and how to get it."""
+        return (f"put the {self.checkpoint} checkpoint ({self.role}; transformers format, e.g. `hf download "
+                f"{self.checkpoint} --local-dir <models>/{self.name}`) there")
+
 
 MODEL_FOLDERS = {
     "sam3": ModelFolder("sam3", "facebook/sam3", ("sam3_video",), "SAM 3 video: text to instance mask tracks"),
-    "grounding-dino": ModelFolder("grounding-dino", "IDEA-Research/grounding-dino-base", ("grounding-dino",),
+    "grounding-dino": ModelFolder("grounding-dino", "IDEA-Research/grounding-dino-tiny", ("grounding-dino",),
                                   "Grounding DINO: text to boxes"),
     "clip": ModelFolder("clip", "openai/clip-vit-large-patch14", ("clip",), "CLIP: box crop against the tag"),
     "sam2": ModelFolder("sam2", "facebook/sam2.1-hiera-large", ("sam2_video",), "SAM 2 video: box to mask track"),
@@ -33,8 +38,7 @@ def model_folder(models: Path | None, key: str, option: str = "--models") -> Pat
     """The checked folder of MODEL_FOLDERS[key] under `models`, or one line naming the folder and what belongs
     there."""
     spec = MODEL_FOLDERS[key]
-    fix = (f"put the {spec.checkpoint} checkpoint ({spec.role}; transformers format, e.g. `hf download "
-           f"{spec.checkpoint} --local-dir <models>/{spec.name}`) there")
+    fix = spec.hint()
     if models is None:
         raise DatasetError(f"{option} is needed: a folder with a subfolder {spec.name}/; {fix}")
     folder = Path(models) / spec.name

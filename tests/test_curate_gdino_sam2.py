@@ -1,0 +1,280 @@
+"""The gdino-sam2 curation backend (Grounding DINO + CLIP + SAM 2 video, the paper's own models) with tiny random-weight
+models saved in the transformers format and loaded from their folders like a user's checkpoints; the public
+checkpoints' real configs (tests/data/model_configs) are checked against the folders and the model classes."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402
+
+from alchemint_core.data.curate import curate  # noqa: E402
+from alchemint_core.data.curate.backends.gdino_sam2 import GroundingDinoSam2Backend, prompt  # noqa: E402
+from alchemint_core.data.curate.backends.models import MODEL_FOLDERS, model_folder  # noqa: E402
+from alchemint_core.data.curate.pipeline import demo_tags  # noqa: E402
+from alchemint_core.data.curate.stages import curate_entity, percentile_frames  # noqa: E402
+from alchemint_core.data.dataset import DatasetError, list_samples, load_sample  # noqa: E402
+from alchemint_core.demo.curation_check import curation_inputs  # noqa: E402
+from alchemint_core.demo.data import write_demo_dataset  # noqa: E402
+from alchemint_core.synthetic import COLOURS, SHAPES  # noqa: E402
+
+CONFIGS = Path(__file__).parent / "data" / "model_configs"  # the public checkpoints' config.json files
+WORDS = sorted(set(COLOURS) | set(SHAPES) | {"a", "the"})
+FRAMES = 6  # short demo videos
+
+
+# ------------------------------------------------------------------------------------------ tiny models and folders
+
+def bert_vocab() -> dict[str, int]:
+    """A WordPiece vocabulary in BERT's layout: Grounding DINO's model hard-codes [CLS]=101, [SEP]=102, '.'=1012 and
+    '?'=1029 as the phrase delimiters."""
+    tokens = [f"[unused{i}]" for i in range(1030)]
+    for i, token in {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]", 1012: ".", 1029: "?"}.items():
+        tokens[i] = token
+    return {t: i for i, t in enumerate(tokens + WORDS)}
+
+
+def clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-pair vocabulary that spells every demo word from its letters, and the merges that build them."""
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in sorted(set("".join(WORDS)) | {"."}):
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    merges = []
+    for word in WORDS:
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(parts) > 1:
+            if (parts[0], parts[1]) not in merges:
+                merges.append((parts[0], parts[1]))
+            parts = [parts[0] + parts[1]] + parts[2:]
+            vocab.setdefault(parts[0], len(vocab))
+    return vocab, merges
+
+
+def save_grounding_dino(folder: Path) -> None:
+    from transformers import BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection
+    from transformers import GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig
+    vocab = bert_vocab()
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1] * 4,
+                                   window_size=2, out_features=["stage2", "stage3", "stage4"]),
+        text_config=BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, max_position_embeddings=64),
+        # d_model 64: its GroupNorm(32) needs two channels a group on the 1x1 top level; two decoder layers: the
+        # shared box heads tie layer 0 to the others
+        d_model=64, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=8, encoder_n_points=2, decoder_n_points=2,
+        max_text_len=32)
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    GroundingDinoProcessor(GroundingDinoImageProcessor(size={"shortest_edge": 32, "longest_edge": 48}),
+                           BertTokenizer(vocab=vocab)).save_pretrained(folder)
+
+
+def save_clip(folder: Path) -> None:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    vocab, merges = clip_bpe()
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),  # the text is pooled at eos_token_id
+        vision_config=dict(image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2),
+        projection_dim=8)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+                  CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)).save_pretrained(folder)
+
+
+def save_sam2(folder: Path) -> None:
+    from transformers import Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
+    from transformers import Sam2VideoVideoProcessor
+    size = 32  # 8x8 features at stride 4, pooled to 4x4 and 2x2
+    backbone = dict(model_type="sam2_hiera_det_model", hidden_size=8, image_size=[size, size],
+                    embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1] * 4,
+                    blocks_per_stage=[1, 1, 2, 1], window_size_per_stage=[4, 2, 2, 1], global_attention_blocks=[3],
+                    window_positional_embedding_background_size=[2, 2])
+    # hidden 128 over a 64-channel memory: the memory cross-attention takes 64 channels, and object pointers are split
+    # into memory-sized pieces only when the hidden size is larger
+    config = Sam2VideoConfig(
+        vision_config=dict(model_type="sam2_vision_model", backbone_config=backbone, fpn_hidden_size=128,
+                           backbone_channel_list=[64, 32, 16, 8], backbone_feature_sizes=[[8, 8], [4, 4], [2, 2]]),
+        prompt_encoder_config=dict(hidden_size=128, image_size=size, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=128, mlp_dim=32, num_hidden_layers=1, num_attention_heads=2,
+                                 iou_head_hidden_dim=16),
+        image_size=size, num_maskmem=3, memory_attention_hidden_size=128, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=32, memory_attention_rope_feat_sizes=[2, 2],
+        memory_encoder_hidden_size=128, memory_encoder_output_channels=64, mask_downsampler_embed_dim=128,
+        memory_fuser_embed_dim=128, memory_fuser_intermediate_dim=32)
+    model = Sam2VideoModel(config)
+    with torch.no_grad():  # random weights that always see the object, so tracks have masks to follow and write
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
+    model.save_pretrained(folder)
+    Sam2VideoProcessor(Sam2ImageProcessor(size={"height": size, "width": size}, mask_size={"height": 8, "width": 8}),
+                       Sam2VideoVideoProcessor(size={"height": size, "width": size})).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A --models folder of tiny random-weight checkpoints, each in the subfolder MODEL_FOLDERS names."""
+    pytest.importorskip("torchvision")  # SAM 2's image and video processors are torchvision-only
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    for key, save in (("grounding-dino", save_grounding_dino), ("clip", save_clip), ("sam2", save_sam2)):
+        save(root / MODEL_FOLDERS[key].name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def backend(models) -> GroundingDinoSam2Backend:
+    return GroundingDinoSam2Backend.from_folder(models, device="cpu")
+
+
+def parts(backend: GroundingDinoSam2Backend) -> tuple:
+    """The loaded models and processors, to build another backend around them."""
+    return (backend.detector, backend.detector_processor, backend.clip, backend.clip_processor, backend.tracker,
+            backend.tracker_processor)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> np.ndarray:
+    root = write_demo_dataset(tmp_path_factory.mktemp("truth"), 1, seed=11, frames=FRAMES)
+    return load_sample(list_samples(root)[0]).frames
+
+
+# ------------------------------------------------------------------------------------------------------------ tests
+
+def test_curate_runs_the_pipeline_through_the_backend(tmp_path, models):
+    """Videos and captions in, samples in the dataset format out: every tag is written with a mask track of the video's
+    size or reported not found, whatever the random weights make of it."""
+    write_demo_dataset(tmp_path / "truth", 2, seed=3, frames=FRAMES)
+    curation_inputs(tmp_path / "truth", tmp_path / "videos", tmp_path / "captions.json")
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    for entry in captions.values():  # one tag each, given: no language model here
+        entry["tags"] = demo_tags(entry["caption"])[:1]
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    report = curate(tmp_path / "videos", tmp_path / "out", tmp_path / "captions.json", backend="gdino-sam2",
+                    models=models)
+    assert not report.failed and len(report.written) == 2
+    entities = 0
+    for folder in list_samples(tmp_path / "out"):
+        sample, truth = load_sample(folder), load_sample(tmp_path / "truth" / folder.name)
+        assert np.array_equal(sample.frames, truth.frames) and sample.caption == truth.caption
+        tags = captions[folder.name]["tags"]
+        found, missing = [e.tag for e in sample.entities], report.not_found.get(folder.name, [])
+        assert sorted(found + missing) == sorted(tags)
+        for entity in sample.entities:
+            assert entity.masks.shape == truth.frames.shape[:3] and entity.masks.dtype == bool and entity.masks.any()
+        entities += len(found)
+    assert entities > 0  # the tiny tracker always sees its object: tracks reached the samples
+
+
+def test_detections_reach_the_tracker_at_the_percentile_frames_of_the_interval(backend, video):
+    class Recording(GroundingDinoSam2Backend):
+        """The real backend, recording what each stage handed on."""
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.detected, self.tracked = [], []
+
+        def detect(self, frame, tag):
+            self.detected.append(super().detect(frame, tag))
+            return self.detected[-1]
+
+        def track(self, frames, index, box):
+            self.tracked.append((index, box))
+            return super().track(frames, index, box)
+
+    recording = Recording(*parts(backend), device="cpu", box_threshold=0.0)  # every query is a detection
+    interval = (1, FRAMES - 1)
+    masks, found = curate_entity(recording, video, "Red Ring", interval)
+    frames = percentile_frames(*interval)
+    assert [index for index, _ in recording.tracked] == frames and len(recording.detected) == len(frames)
+    for (index, box), boxes in zip(recording.tracked, recording.detected):
+        assert box in [b for b, _ in boxes]  # the box that reached SAM 2 is one Grounding DINO found at that frame
+    assert masks.shape == video.shape[:3] and masks.dtype == bool and found[0] <= found[1]
+
+
+def test_frames_before_the_detection_are_covered_by_the_backward_pass(backend, video):
+    calls = []  # (frame, reverse, the SAM 2 output) for every frame the video model ran on
+    hook = backend.tracker.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append((kwargs["frame_idx"], kwargs["reverse"], out.pred_masks)),
+        with_kwargs=True)
+    try:
+        index, (h, w) = FRAMES // 2, video.shape[1:3]
+        masks = backend.track(video, index, (10.0, 12.0, 40.0, 44.0))
+    finally:
+        hook.remove()
+    assert masks.shape == video.shape[:3] and masks.dtype == bool
+    forward = [f for f, reverse, _ in calls if not reverse]
+    backward = [f for f, reverse, _ in calls if reverse]
+    assert forward == list(range(index, FRAMES)) and backward == list(range(index, -1, -1))
+    for f, reverse, pred in calls:  # each frame's mask is the SAM 2 output of its pass, at the frame's size
+        expected = backend.tracker_processor.post_process_masks([pred.float()], original_sizes=[[h, w]])[0][0, 0]
+        assert np.array_equal(masks[f], expected.numpy())
+    assert masks[:index].any(axis=(1, 2)).all()  # the tracker's object is in every earlier frame
+
+
+def test_detect_and_similarity_speak_the_models_language(backend, video):
+    assert prompt("  Red Ring ") == "red ring." and prompt("red ring.") == "red ring."
+    h, w = video.shape[1:3]
+    default = backend.detect(video[0], "red ring")
+    everything = GroundingDinoSam2Backend(*parts(backend), device="cpu", box_threshold=0.0).detect(video[0], "red ring")
+    assert len(everything) == backend.detector.config.num_queries >= len(default)  # the box threshold filters
+    assert all(score > backend.box_threshold for _, score in default)
+    for (x0, y0, x1, y1), score in everything:  # in the frame's pixels
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h and 0 <= score <= 1
+    box = everything[0][0]
+    s = backend.similarity(video[0], box, "red ring")
+    assert -1.0 <= s <= 1.0 and s == backend.similarity(video[0], box, "red ring")
+    assert s != backend.similarity(video[0], box, "blue star")  # the text reaches CLIP
+
+
+@pytest.mark.parametrize("key, model_class, parameters", [
+    ("grounding-dino", "GroundingDinoForObjectDetection", 172_250_626),  # the published 172M
+    ("clip", "CLIPModel", 427_616_513),  # ViT-L/14's 428M
+])
+def test_the_public_checkpoints_configs_are_accepted_and_build(key, model_class, parameters):
+    """The real config.json of the checkpoint MODEL_FOLDERS names passes the folder check, and its transformers class
+    builds from it (on the meta device: no weights, no download) at the published size."""
+    folder = model_folder(CONFIGS, key)
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    with torch.device("meta"):
+        model = getattr(transformers, model_class)(config)
+    assert config.model_type in MODEL_FOLDERS[key].model_types
+    assert sum(p.numel() for p in model.parameters()) == parameters
+
+
+def test_a_missing_or_wrong_folder_is_one_line_naming_it_and_its_checkpoint(tmp_path):
+    def error(models) -> str:
+        with pytest.raises(DatasetError) as caught:
+            GroundingDinoSam2Backend.from_folder(models)
+        assert "\n" not in str(caught.value)
+        return str(caught.value)
+
+    detector, tracker = MODEL_FOLDERS["grounding-dino"].checkpoint, MODEL_FOLDERS["sam2"].checkpoint
+    assert "grounding-dino/" in error(None) and detector in error(None)
+    assert f"{tmp_path}/grounding-dino/config.json" in error(tmp_path)
+    for key in ("grounding-dino", "clip"):
+        shutil.copytree(CONFIGS / key, tmp_path / key)
+    missing = error(tmp_path)
+    assert f"{tmp_path}/sam2/config.json" in missing and tracker in missing
+    shutil.copytree(CONFIGS / "clip", tmp_path / "sam2")  # a CLIP where SAM 2 belongs
+    wrong = error(tmp_path)
+    assert "holds a 'clip' model, not sam2_video" in wrong and tracker in wrong
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "captions.json").write_text("{}")
+    with pytest.raises(DatasetError, match="--models is needed"):  # through the curation entry point too
+        curate(tmp_path / "videos", tmp_path / "out", tmp_path / "captions.json", backend="gdino-sam2")
+
+
+def test_a_folder_without_weights_is_one_line_naming_it(tmp_path, models):
+    for key in ("grounding-dino", "clip", "sam2"):
+        shutil.copytree(models / key, tmp_path / key)
+    (tmp_path / "clip" / "model.safetensors").unlink()
+    with pytest.raises(DatasetError) as caught:
+        GroundingDinoSam2Backend.from_folder(tmp_path, device="cpu")
+    message = str(caught.value)
+    assert "\n" not in message and f"{tmp_path}/clip could not be loaded" in message
+    assert MODEL_FOLDERS["clip"].checkpoint in message
