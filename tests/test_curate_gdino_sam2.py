@@ -12,7 +12,8 @@ transformers = pytest.importorskip("transformers")
 import torch  # noqa: E402
 
 from alchemint_core.data.curate import curate  # noqa: E402
-from alchemint_core.data.curate.backends.gdino_sam2 import GroundingDinoSam2Backend, prompt  # noqa: E402
+from alchemint_core.data.curate.backends.gdino_sam2 import (GroundingDinoSam2Backend, frame_mask,  # noqa: E402
+                                                            prompt)
 from alchemint_core.data.curate.backends.models import MODEL_FOLDERS, model_folder  # noqa: E402
 from alchemint_core.data.curate.pipeline import demo_tags  # noqa: E402
 from alchemint_core.data.curate.stages import curate_entity, percentile_frames  # noqa: E402
@@ -56,7 +57,7 @@ def clip_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 def save_grounding_dino(folder: Path) -> None:
     from transformers import BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection
-    from transformers import GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig
+    from transformers import GroundingDinoImageProcessorPil, GroundingDinoProcessor, SwinConfig
     vocab = bert_vocab()
     config = GroundingDinoConfig(
         backbone_config=SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1] * 4,
@@ -69,12 +70,12 @@ def save_grounding_dino(folder: Path) -> None:
         encoder_attention_heads=2, decoder_attention_heads=2, num_queries=8, encoder_n_points=2, decoder_n_points=2,
         max_text_len=32)
     GroundingDinoForObjectDetection(config).save_pretrained(folder)
-    GroundingDinoProcessor(GroundingDinoImageProcessor(size={"shortest_edge": 32, "longest_edge": 48}),
+    GroundingDinoProcessor(GroundingDinoImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 48}),
                            BertTokenizer(vocab=vocab)).save_pretrained(folder)
 
 
 def save_clip(folder: Path) -> None:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
     vocab, merges = clip_bpe()
     config = CLIPConfig(
         text_config=dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -84,13 +85,15 @@ def save_clip(folder: Path) -> None:
                            num_attention_heads=2),
         projection_dim=8)
     CLIPModel(config).save_pretrained(folder)
-    CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+    CLIPProcessor(CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
                   CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16)).save_pretrained(folder)
 
 
+SAM2_MEAN, SAM2_STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)  # not the defaults: the backend must read them
+
+
 def save_sam2(folder: Path) -> None:
-    from transformers import Sam2ImageProcessor, Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor
-    from transformers import Sam2VideoVideoProcessor
+    from transformers import Sam2VideoConfig, Sam2VideoModel
     size = 32  # 8x8 features at stride 4, pooled to 4x4 and 2x2
     backbone = dict(model_type="sam2_hiera_det_model", hidden_size=8, image_size=[size, size],
                     embed_dim_per_stage=[8, 16, 32, 64], num_attention_heads_per_stage=[1] * 4,
@@ -112,14 +115,16 @@ def save_sam2(folder: Path) -> None:
     with torch.no_grad():  # random weights that always see the object, so tracks have masks to follow and write
         model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(10.0)
     model.save_pretrained(folder)
-    Sam2VideoProcessor(Sam2ImageProcessor(size={"height": size, "width": size}, mask_size={"height": 8, "width": 8}),
-                       Sam2VideoVideoProcessor(size={"height": size, "width": size})).save_pretrained(folder)
+    # the processor file of a SAM 2 checkpoint, written out: its processor classes need torchvision to be built
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Sam2ImageProcessor", "processor_class": "Sam2VideoProcessor",
+        "size": {"height": size, "width": size}, "image_mean": SAM2_MEAN, "image_std": SAM2_STD,
+        "do_resize": True, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True}))
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
     """A --models folder of tiny random-weight checkpoints, each in the subfolder MODEL_FOLDERS names."""
-    pytest.importorskip("torchvision")  # SAM 2's image and video processors are torchvision-only
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     for key, save in (("grounding-dino", save_grounding_dino), ("clip", save_clip), ("sam2", save_sam2)):
@@ -134,8 +139,9 @@ def backend(models) -> GroundingDinoSam2Backend:
 
 def parts(backend: GroundingDinoSam2Backend) -> tuple:
     """The loaded models and processors, to build another backend around them."""
-    return (backend.detector, backend.detector_processor, backend.clip, backend.clip_processor, backend.tracker,
-            backend.tracker_processor)
+    mean, std = (tuple(v.flatten().tolist()) for v in (backend.mean, backend.std))
+    return (backend.detector, backend.detector_processor, backend.clip, backend.clip_processor, backend.tracker, mean,
+            std)
 
 
 @pytest.fixture(scope="module")
@@ -197,29 +203,43 @@ def test_detections_reach_the_tracker_at_the_percentile_frames_of_the_interval(b
 
 
 def test_frames_before_the_detection_are_covered_by_the_backward_pass(backend, video):
-    calls = []  # (frame, reverse, the SAM 2 output) for every frame the video model ran on
-    hook = backend.tracker.register_forward_hook(
-        lambda module, args, kwargs, out: calls.append((kwargs["frame_idx"], kwargs["reverse"], out.pred_masks)),
-        with_kwargs=True)
+    calls = []  # (session, frame, reverse, the SAM 2 output) for every frame the video model ran on
+    def record(module, args, kwargs, out):
+        calls.append((args[0], kwargs["frame_idx"], kwargs["reverse"], out.pred_masks))
+    hook = backend.tracker.register_forward_hook(record, with_kwargs=True)
     try:
-        index, (h, w) = FRAMES // 2, video.shape[1:3]
-        masks = backend.track(video, index, (10.0, 12.0, 40.0, 44.0))
+        index, box, (h, w) = FRAMES // 2, (10.0, 12.0, 40.0, 44.0), video.shape[1:3]
+        masks = backend.track(video, index, box)
     finally:
         hook.remove()
     assert masks.shape == video.shape[:3] and masks.dtype == bool
-    forward = [f for f, reverse, _ in calls if not reverse]
-    backward = [f for f, reverse, _ in calls if reverse]
+    forward = [f for _, f, reverse, _ in calls if not reverse]
+    backward = [f for _, f, reverse, _ in calls if reverse]
     assert forward == list(range(index, FRAMES)) and backward == list(range(index, -1, -1))
-    for f, reverse, pred in calls:  # each frame's mask is the SAM 2 output of its pass, at the frame's size
-        expected = backend.tracker_processor.post_process_masks([pred.float()], original_sizes=[[h, w]])[0][0, 0]
-        assert np.array_equal(masks[f], expected.numpy())
+    for _, f, reverse, pred in calls:  # each frame's mask is the SAM 2 output of its pass, at the frame's size
+        assert np.array_equal(masks[f], frame_mask(pred, h, w))
     assert masks[:index].any(axis=(1, 2)).all()  # the tracker's object is in every earlier frame
+    # the prompt SAM 2 saw: the box's corners at the prompt frame, in its input's pixels (labels 2, 3: a box)
+    prompt_points = calls[0][0].point_inputs_per_obj[0][index]
+    size = backend.tracker.config.image_size
+    corners = [[box[0] * size / w, box[1] * size / h], [box[2] * size / w, box[3] * size / h]]
+    assert np.allclose(prompt_points["point_coords"].reshape(2, 2).numpy(), corners)
+    assert prompt_points["point_labels"].flatten().tolist() == [2, 3]
+    assert np.allclose(backend.mean.flatten(), SAM2_MEAN) and np.allclose(backend.std.flatten(), SAM2_STD)
 
 
 def test_detect_and_similarity_speak_the_models_language(backend, video):
     assert prompt("  Red Ring ") == "red ring." and prompt("red ring.") == "red ring."
     h, w = video.shape[1:3]
-    default = backend.detect(video[0], "red ring")
+    texts = []
+    hook = backend.detector.register_forward_hook(
+        lambda module, args, kwargs, out: texts.append(kwargs["input_ids"][0].tolist()), with_kwargs=True)
+    try:
+        default = backend.detect(video[0], "Red Ring")
+    finally:
+        hook.remove()
+    tokenizer = backend.detector_processor.tokenizer
+    assert texts == [tokenizer("red ring.").input_ids]  # the tag as Grounding DINO's one lower-case phrase
     everything = GroundingDinoSam2Backend(*parts(backend), device="cpu", box_threshold=0.0).detect(video[0], "red ring")
     assert len(everything) == backend.detector.config.num_queries >= len(default)  # the box threshold filters
     assert all(score > backend.box_threshold for _, score in default)

@@ -1,13 +1,20 @@
 """The paper's own models (section 3.3, appendix I): Grounding DINO finds a tag's boxes in a frame, CLIP scores a box's
-crop against the tag, and SAM 2 video tracks the chosen box forward to the end of the video and backward to its
-first frame. All three load through transformers from their folders under `--models` (backends/models.py); nothing is
-downloaded."""
+crop against the tag, and SAM 2 video tracks the chosen box forward to the end of the video and backward to frame 0.
+All three load through transformers from their folders under `--models` (backends/models.py); nothing is downloaded.
+
+Grounding DINO and CLIP run through their own processors. SAM 2's processors are torchvision-only (and PyPI's
+torchvision does not load beside a CPU-only torch), so its frames are prepared here the way its video processor does
+(a square resize to the model's input size, [0, 1], the folder's mean and std), the box is given to the inference
+session as the processor gives it (two corner points in model-input coordinates), and the low-resolution logits are
+resized back to the frame as its post-processing does."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from PIL import Image
 
 from ...dataset import DatasetError
@@ -17,6 +24,8 @@ from .models import MODEL_FOLDERS, model_folder
 BOX_THRESHOLD = 0.35  # Grounding DINO's usual box and text thresholds (the paper gives none)
 TEXT_THRESHOLD = 0.25
 TRACK_ID = 1  # the one object of a tracking session
+BOX_LABELS = (2, 3)  # SAM 2's point labels for a box's top-left and bottom-right corners
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # SAM 2's processor defaults
 
 
 def prompt(tag: str) -> str:
@@ -43,13 +52,14 @@ def default_device() -> torch.device:
 
 
 class GroundingDinoSam2Backend:
-    def __init__(self, detector, detector_processor, clip, clip_processor, tracker, tracker_processor,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+    def __init__(self, detector, detector_processor, clip, clip_processor, tracker, tracker_mean=IMAGENET_MEAN,
+                 tracker_std=IMAGENET_STD, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                  box_threshold: float = BOX_THRESHOLD, text_threshold: float = TEXT_THRESHOLD):
         self.device, self.dtype = torch.device(device) if device else default_device(), dtype
         self.detector, self.clip, self.tracker = (m.to(self.device, dtype).eval() for m in (detector, clip, tracker))
         self.detector_processor, self.clip_processor = detector_processor, clip_processor
-        self.tracker_processor = tracker_processor
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (tracker_mean, tracker_std))
+        self.size = tracker.config.image_size  # SAM 2's square input
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
 
     @classmethod
@@ -59,25 +69,26 @@ class GroundingDinoSam2Backend:
         """The three models from `models`/grounding-dino, clip and sam2 (checked first, one line naming what is
         missing)."""
         folders = {key: model_folder(models, key) for key in ("grounding-dino", "clip", "sam2")}
-        from transformers import (AutoModelForZeroShotObjectDetection, AutoProcessor, CLIPModel, Sam2VideoModel,
-                                  Sam2VideoProcessor)
-        from transformers.utils import is_torchvision_available
-        if not is_torchvision_available():  # SAM 2's image and video processors are torchvision-only
-            raise DatasetError("--backend gdino-sam2 needs torchvision for SAM 2's video processor: pip install "
-                               "torchvision (the build that matches your torch)")
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, CLIPModel, Sam2VideoModel
+        from transformers.image_processing_base import ImageProcessingMixin
 
         def load(key, loader, **kwargs):
             try:  # local files only: a folder missing a file fails here instead of asking the hub
-                return loader.from_pretrained(folders[key], local_files_only=True, **kwargs)
+                return loader(folders[key], local_files_only=True, **kwargs)
             except (OSError, ValueError, KeyError, TypeError) as err:
                 raise DatasetError(f"--models {models}: {folders[key]} could not be loaded "
                                    f"({str(err).splitlines()[0][:200]}); {MODEL_FOLDERS[key].hint()}") from None
 
         weights = {"use_safetensors": True}
-        return cls(load("grounding-dino", AutoModelForZeroShotObjectDetection, **weights),
-                   load("grounding-dino", AutoProcessor), load("clip", CLIPModel, **weights),
-                   load("clip", AutoProcessor), load("sam2", Sam2VideoModel, **weights),
-                   load("sam2", Sam2VideoProcessor), device, dtype, box_threshold, text_threshold)
+        detector = load("grounding-dino", AutoModelForZeroShotObjectDetection.from_pretrained, **weights)
+        detector_processor = load("grounding-dino", AutoProcessor.from_pretrained)
+        clip = load("clip", CLIPModel.from_pretrained, **weights)
+        clip_processor = load("clip", AutoProcessor.from_pretrained)
+        tracker = load("sam2", Sam2VideoModel.from_pretrained, **weights)
+        norm = load("sam2", ImageProcessingMixin.get_image_processor_dict)[0]  # {} when the folder states none
+        return cls(detector, detector_processor, clip, clip_processor, tracker,
+                   norm.get("image_mean", IMAGENET_MEAN), norm.get("image_std", IMAGENET_STD), device, dtype,
+                   box_threshold, text_threshold)
 
     def on_device(self, batch) -> dict:
         """A processor's output on the models' device, its floating tensors in their dtype."""
@@ -105,29 +116,48 @@ class GroundingDinoSam2Backend:
         batch = self.clip_processor(text=[tag], images=Image.fromarray(crop(frame, box)), return_tensors="pt",
                                     padding=True)
         out = self.clip(**self.on_device(batch))
-        image, text = (torch.nn.functional.normalize(e.float(), dim=-1) for e in (out.image_embeds, out.text_embeds))
+        image, text = (F.normalize(e.float(), dim=-1) for e in (out.image_embeds, out.text_embeds))
         return float((image * text).sum())
+
+    def pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames [N, H, W, 3] -> SAM 2's input [N, 3, S, S] on the CPU: square resize, [0, 1], normalised."""
+        x = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "n h w c -> n c h w").float()
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return (x / 255 - self.mean) / self.std
+
+    def session(self, frames: np.ndarray, chunk: int = 16):
+        """A SAM 2 inference session over the video, its frames prepared in chunks (the full-size float frames never
+        all exist at once) and kept on the CPU (a long video at 1024 pixels would crowd the GPU), moved to the device
+        one at a time."""
+        from transformers import Sam2VideoInferenceSession
+        video = torch.cat([self.pixels(frames[i:i + chunk]) for i in range(0, len(frames), chunk)])
+        return Sam2VideoInferenceSession(video=video, video_height=frames.shape[1], video_width=frames.shape[2],
+                                         inference_device=self.device, inference_state_device=self.device,
+                                         video_storage_device="cpu", dtype=self.dtype)
+
+    def prompt_box(self, session, index: int, box: Box) -> None:
+        """The box as SAM 2's two corner points at frame `index`, in model-input coordinates."""
+        scale = torch.tensor([self.size / session.video_width, self.size / session.video_height])
+        corners = torch.tensor(box, dtype=torch.float32).reshape(1, 1, 2, 2) * scale
+        session.add_point_inputs(session.obj_id_to_idx(TRACK_ID), index, {
+            "point_coords": corners, "point_labels": torch.tensor([[BOX_LABELS]], dtype=torch.int32)})
+        session.obj_with_new_inputs = [TRACK_ID]
 
     @torch.inference_mode()
     def track(self, frames: np.ndarray, index: int, box: Box) -> np.ndarray:
         """SAM 2 video with the box as prompt at frame `index`, propagated forward to the last frame and backward to
         frame 0: bool masks [N, H, W] at the frames' size."""
         n, h, w = frames.shape[:3]
-        # the video is resized and kept on the CPU (a long video's 1024-pixel frames would fill a GPU); frames move to
-        # the device one at a time
-        session = self.tracker_processor.init_video_session(
-            video=frames, inference_device=self.device, processing_device="cpu", video_storage_device="cpu",
-            dtype=self.dtype)
-        self.tracker_processor.add_inputs_to_inference_session(
-            inference_session=session, frame_idx=index, obj_ids=TRACK_ID, input_boxes=[[[float(v) for v in box]]])
+        session = self.session(frames)
+        self.prompt_box(session, index, box)
         masks = np.zeros((n, h, w), bool)
         for reverse in (False, True):  # the prompt frame's output is computed once and reused by the backward pass
             for out in self.tracker.propagate_in_video_iterator(session, start_frame_idx=index, reverse=reverse):
-                masks[out.frame_idx] = self.frame_mask(out.pred_masks, h, w)
+                masks[out.frame_idx] = frame_mask(out.pred_masks, h, w)
         return masks
 
-    def frame_mask(self, pred_masks: torch.Tensor, height: int, width: int) -> np.ndarray:
-        """The tracked object's low-resolution logits -> its bool mask at the frame's size."""
-        full = self.tracker_processor.post_process_masks([pred_masks.float()], original_sizes=[[height, width]],
-                                                         binarize=True)[0]
-        return full[0, 0].cpu().numpy().astype(bool)
+
+def frame_mask(pred_masks: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """The tracked object's low-resolution logits -> its bool mask at the frame's size."""
+    logits = F.interpolate(pred_masks[:1].float(), size=(height, width), mode="bilinear", align_corners=False)
+    return (logits[0, 0] > 0).cpu().numpy()
