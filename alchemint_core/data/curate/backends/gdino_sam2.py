@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from PIL import Image
 
 from ...dataset import DatasetError
 from ..stages import Box
 from .models import MODEL_FOLDERS, model_folder
+from .sam_video import default_device, frame_mask, prompt_box, video_session
 
 BOX_THRESHOLD = 0.35  # Grounding DINO's usual box and text thresholds (the paper gives none)
 TEXT_THRESHOLD = 0.25
 TRACK_ID = 1  # the one object of a tracking session
-BOX_LABELS = (2, 3)  # SAM 2's point labels for a box's top-left and bottom-right corners
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # SAM 2's processor defaults
 
 
@@ -45,10 +44,6 @@ def crop(frame: np.ndarray, box: Box) -> np.ndarray:
     x0, y0 = min(int(np.floor(box[0])), w - 1), min(int(np.floor(box[1])), h - 1)
     x1, y1 = max(int(np.ceil(box[2])), x0 + 1), max(int(np.ceil(box[3])), y0 + 1)
     return frame[max(y0, 0):y1, max(x0, 0):x1]
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class GroundingDinoSam2Backend:
@@ -119,45 +114,18 @@ class GroundingDinoSam2Backend:
         image, text = (F.normalize(e.float(), dim=-1) for e in (out.image_embeds, out.text_embeds))
         return float((image * text).sum())
 
-    def pixels(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 frames [N, H, W, 3] -> SAM 2's input [N, 3, S, S] on the CPU: square resize, [0, 1], normalised."""
-        x = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "n h w c -> n c h w").float()
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        return (x / 255 - self.mean) / self.std
-
-    def session(self, frames: np.ndarray, chunk: int = 16):
-        """A SAM 2 inference session over the video, its frames prepared in chunks (the full-size float frames never
-        all exist at once) and kept on the CPU (a long video at 1024 pixels would crowd the GPU), moved to the device
-        one at a time."""
-        from transformers import Sam2VideoInferenceSession
-        video = torch.cat([self.pixels(frames[i:i + chunk]) for i in range(0, len(frames), chunk)])
-        return Sam2VideoInferenceSession(video=video, video_height=frames.shape[1], video_width=frames.shape[2],
-                                         inference_device=self.device, inference_state_device=self.device,
-                                         video_storage_device="cpu", dtype=self.dtype)
-
-    def prompt_box(self, session, index: int, box: Box) -> None:
-        """The box as SAM 2's two corner points at frame `index`, in model-input coordinates."""
-        scale = torch.tensor([self.size / session.video_width, self.size / session.video_height])
-        corners = torch.tensor(box, dtype=torch.float32).reshape(1, 1, 2, 2) * scale
-        session.add_point_inputs(session.obj_id_to_idx(TRACK_ID), index, {
-            "point_coords": corners, "point_labels": torch.tensor([[BOX_LABELS]], dtype=torch.int32)})
-        session.obj_with_new_inputs = [TRACK_ID]
-
     @torch.inference_mode()
     def track(self, frames: np.ndarray, index: int, box: Box) -> np.ndarray:
         """SAM 2 video with the box as prompt at frame `index`, propagated forward to the last frame and backward to
         frame 0: bool masks [N, H, W] at the frames' size."""
         n, h, w = frames.shape[:3]
-        session = self.session(frames)
-        self.prompt_box(session, index, box)
+        from transformers import Sam2VideoInferenceSession
+        session = video_session(Sam2VideoInferenceSession, frames, self.size, self.mean, self.std, self.device,
+                                self.dtype)
+        prompt_box(session, TRACK_ID, index, box, self.size)
         masks = np.zeros((n, h, w), bool)
         for reverse in (False, True):  # the prompt frame's output is computed once and reused by the backward pass
             for out in self.tracker.propagate_in_video_iterator(session, start_frame_idx=index, reverse=reverse):
                 masks[out.frame_idx] = frame_mask(out.pred_masks, h, w)
         return masks
 
-
-def frame_mask(pred_masks: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """The tracked object's low-resolution logits -> its bool mask at the frame's size."""
-    logits = F.interpolate(pred_masks[:1].float(), size=(height, width), mode="bilinear", align_corners=False)
-    return (logits[0, 0] > 0).cpu().numpy()

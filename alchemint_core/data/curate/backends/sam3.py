@@ -25,21 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 
 from ...dataset import DatasetError
 from ..stages import Box, box_iou
 from .models import MODEL_FOLDERS, model_folder
+from .sam_video import default_device, frame_mask, prompt_box, square_pixels, video_session
 
 TEXT_LENGTH = 32  # SAM 3's processors pad every prompt to this many tokens
-BOX_LABELS = (2, 3)  # the tracker's point labels for a box's top-left and bottom-right corners
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 SAM3_MEAN = SAM3_STD = (0.5, 0.5, 0.5)  # SAM 3's image processor defaults, used when the folder states none
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Sam3Backend:
@@ -78,10 +72,8 @@ class Sam3Backend:
         return cls(model, tokenizer, norm.get("image_mean", SAM3_MEAN), norm.get("image_std", SAM3_STD), device, dtype)
 
     def pixels(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 frames [N, H, W, 3] -> the model's input [N, 3, S, S]: square resize, [0, 1], normalised."""
-        x = rearrange(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device), "n h w c -> n c h w").float()
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
-        return ((x / 255 - self.mean) / self.std).to(self.dtype)
+        """uint8 frames [N, H, W, 3] -> the model's input [N, 3, S, S] on its device."""
+        return square_pixels(frames, self.size, self.mean, self.std).to(self.device, self.dtype)
 
     def text(self, tag: str) -> dict[str, torch.Tensor]:
         tokens = self.tokenizer(tag, return_tensors="pt", padding="max_length", max_length=TEXT_LENGTH,
@@ -110,23 +102,6 @@ class Sam3Backend:
         boxes, scores = self.scored_queries(frame, tag)
         return max((float(s) * box_iou(tuple(b), box) for b, s in zip(boxes, scores)), default=0.0)
 
-    def new_session(self, frames: np.ndarray, chunk: int = 16):
-        """A tracker session over the whole video, its model inputs kept on the CPU (a long video at SAM 3's input
-        size would crowd the GPU) and moved over a frame at a time."""
-        from transformers import Sam3TrackerVideoInferenceSession
-        video = torch.cat([self.pixels(frames[i:i + chunk]).cpu() for i in range(0, len(frames), chunk)])
-        return Sam3TrackerVideoInferenceSession(video=video, video_height=frames.shape[1], video_width=frames.shape[2],
-                                                inference_device=self.device, inference_state_device=self.device,
-                                                video_storage_device="cpu", dtype=self.dtype)
-
-    def prompt_box(self, session, index: int, box: Box) -> None:
-        """The box as the tracker's two corner points at frame `index`, in model-input coordinates."""
-        scale = torch.tensor([self.size / session.video_width, self.size / session.video_height])
-        corners = torch.tensor(box, dtype=torch.float32).reshape(1, 1, 2, 2) * scale
-        session.add_point_inputs(session.obj_id_to_idx(0), index, {
-            "point_coords": corners, "point_labels": torch.tensor([[BOX_LABELS]], dtype=torch.int32)})
-        session.obj_with_new_inputs = [0]
-
     def cache_frame(self, session, index: int) -> None:
         """The tracker's vision features of one frame, from the detector's backbone through the tracker neck (the
         tracker in Sam3VideoModel has no backbone of its own)."""
@@ -143,10 +118,11 @@ class Sam3Backend:
     @torch.inference_mode()
     def track(self, frames: np.ndarray, index: int, box: Box) -> np.ndarray:
         n, h, w = frames.shape[:3]
-        session = self.new_session(frames)
-        self.prompt_box(session, index, box)
+        from transformers import Sam3TrackerVideoInferenceSession
+        session = video_session(Sam3TrackerVideoInferenceSession, frames, self.size, self.mean, self.std,
+                                self.device, self.dtype)
+        prompt_box(session, 0, index, box, self.size)
         masks = np.zeros((n, h, w), bool)
         for out in self.propagate(session, n, index):
-            logits = F.interpolate(out.pred_masks[:1].float(), size=(h, w), mode="bilinear", align_corners=False)
-            masks[out.frame_idx] = (logits[0, 0] > 0).cpu().numpy()
+            masks[out.frame_idx] = frame_mask(out.pred_masks, h, w)
         return masks
