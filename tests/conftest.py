@@ -31,6 +31,18 @@ def pytest_configure(config):
                                 "eval \"$(bash .ci/comfyui_env.sh PATH/TO/ComfyUI)\" first")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A test module skipped at import for a missing optional package fails under ALCHEMINT_REQUIRE_OPTIONAL too."""
+    outcome = yield
+    report = outcome.get_result()
+    reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+    if REQUIRE_OPTIONAL and report.skipped and "could not import" in reason:
+        report.outcome = "failed"
+        report.longrepr = (f"skipped with ALCHEMINT_REQUIRE_OPTIONAL=1 ({reason}): pip install -r "
+                           "requirements-curate.txt -r requirements-ray.txt")
+
+
 def pytest_collection_modifyitems(config, items):
     if COMFYUI_SUITE == "separate":
         later = [item for item in items if item.get_closest_marker("comfyui")]
