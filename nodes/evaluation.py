@@ -8,7 +8,7 @@ import torch
 
 from alchemint_core.demo.detector import colour_track
 from alchemint_core.demo.pipeline import appearance_of
-from alchemint_core.metrics import predicted_interval, t_iou, t_l2
+from alchemint_core.scoring.timing import predicted_interval, t_iou, t_l2
 from alchemint_core.subjects import image_array
 
 from .models import CATEGORY

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from alchemint_core.metrics import mean_ci, predicted_interval, t_iou, t_l2
+from alchemint_core.scoring.timing import mean_ci, predicted_interval, t_iou, t_l2
 from alchemint_core.synthetic import COLOURS, HELD_OUT, SHAPES, Appearance, appearances, random_video
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from ..data.curate import curate
 from ..data.dataset import entity_interval, frames_to_seconds, list_samples, load_sample, presence
 from ..media import write_video
-from ..metrics import mean_ci, t_iou
+from ..scoring.timing import mean_ci, t_iou
 from .data import write_demo_dataset
 
 

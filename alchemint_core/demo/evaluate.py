@@ -15,7 +15,7 @@ import torch
 
 from ..files import SafetensorsFile, read_small_text, save_safetensors
 from ..guidance import Guidance
-from ..metrics import mean_ci, predicted_interval, t_iou, t_l2
+from ..scoring.timing import mean_ci, predicted_interval, t_iou, t_l2
 from ..native import DemoVAE
 from ..synthetic import SHAPES, Appearance, appearances, pick_appearances, random_subject, render_video
 from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ...dataset import DatasetError
 from ..stages import Box
+from ....scoring.identity import ClipEmbedder
 from .models import MODEL_FOLDERS, model_folder
 from .sam_video import default_device, frame_mask, prompt_box, video_session
 
@@ -47,12 +47,12 @@ def crop(frame: np.ndarray, box: Box) -> np.ndarray:
 
 
 class GroundingDinoSam2Backend:
-    def __init__(self, detector, detector_processor, clip, clip_processor, tracker, tracker_mean=IMAGENET_MEAN,
+    def __init__(self, detector, detector_processor, clip: ClipEmbedder, tracker, tracker_mean=IMAGENET_MEAN,
                  tracker_std=IMAGENET_STD, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
                  box_threshold: float = BOX_THRESHOLD, text_threshold: float = TEXT_THRESHOLD):
         self.device, self.dtype = torch.device(device) if device else default_device(), dtype
-        self.detector, self.clip, self.tracker = (m.to(self.device, dtype).eval() for m in (detector, clip, tracker))
-        self.detector_processor, self.clip_processor = detector_processor, clip_processor
+        self.detector, self.tracker = (m.to(self.device, dtype).eval() for m in (detector, tracker))
+        self.detector_processor, self.clip = detector_processor, clip
         self.mean, self.std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in (tracker_mean, tracker_std))
         self.size = tracker.config.image_size  # SAM 2's square input
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
@@ -81,7 +81,7 @@ class GroundingDinoSam2Backend:
         clip_processor = load("clip", AutoProcessor.from_pretrained)
         tracker = load("sam2", Sam2VideoModel.from_pretrained, **weights)
         norm = load("sam2", ImageProcessingMixin.get_image_processor_dict)[0]  # {} when the folder states none
-        return cls(detector, detector_processor, clip, clip_processor, tracker,
+        return cls(detector, detector_processor, ClipEmbedder(clip, clip_processor, device, dtype), tracker,
                    norm.get("image_mean", IMAGENET_MEAN), norm.get("image_std", IMAGENET_STD), device, dtype,
                    box_threshold, text_threshold)
 
@@ -107,12 +107,8 @@ class GroundingDinoSam2Backend:
 
     @torch.inference_mode()
     def similarity(self, frame: np.ndarray, box: Box, tag: str) -> float:
-        """CLIP's cosine similarity between the box's crop and the tag."""
-        batch = self.clip_processor(text=[tag], images=Image.fromarray(crop(frame, box)), return_tensors="pt",
-                                    padding=True)
-        out = self.clip(**self.on_device(batch))
-        image, text = (F.normalize(e.float(), dim=-1) for e in (out.image_embeds, out.text_embeds))
-        return float((image * text).sum())
+        """CLIP's cosine similarity between the box's crop and the tag (the scorer's CLIP-T on one crop)."""
+        return float(self.clip.images([crop(frame, box)])[0] @ self.clip.texts([tag])[0])
 
     @torch.inference_mode()
     def track(self, frames: np.ndarray, index: int, box: Box) -> np.ndarray:
