@@ -32,7 +32,9 @@ from nodes import bridge
 from nodes.models import NO_ADAPTER, SHIPPED, DemoModel, ModelLoader
 from nodes.references import MASK_MEANINGS, ReferenceLoader
 from nodes.sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
+from nodes.curation import TrackSubjects
 from nodes.timeline import IntervalTimeline
+from nodes.training import DatasetWriter
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,6 +70,14 @@ def cli_error(env: Env, *argv: str) -> str:
 
 def demo_error(env: Env, *argv: str) -> str:
     return cli_error(env, "demo", "--out", str(env.tmp / "out" / "v.mp4"), *argv)
+
+
+def curate_error(env: Env, *argv: str, videos: str = "videos", captions: bytes = b'{"a": "a red ring"}') -> str:
+    """`curate` on a folder with one frame folder `a` and the given captions file."""
+    frames = env.tmp / "in" / "videos" / "a"
+    frames.mkdir(parents=True, exist_ok=True)
+    return cli_error(env, "curate", "--videos", str(env.tmp / "in" / videos), "--captions",
+                     str(write(env, "captions.json", captions)), "--out", str(env.tmp / "out" / "dataset"), *argv)
 
 
 def evaluate_error(env: Env, *argv: str) -> str:
@@ -205,7 +215,7 @@ def prompts_file(env: Env, content: str) -> str:
 
 JOINT_ENCODERS = WEIGHTS / "ablations" / "encoders.safetensors"  # the ablations' VAE codes four frames jointly
 FIX = r"(give|use|make|move|drag|remove|pick|choose|check|load|save|reset|fix|put|add|re-?encode|export|convert|" \
-      r"keep|write|name|connect|encode|download|delete|leave|one of|must be|expected)"
+      r"keep|write|name|connect|encode|download|delete|leave|install|one of|must be|expected)"
 
 CASES = [
     # ---- intervals (CLI --subject, the widget's bars) ----
@@ -366,6 +376,23 @@ CASES = [
          r"--encoders '.*encoders\.safetensors'", r"write NAME=PATH"),
     Case("cli-probe-joint-vae", lambda e: cli_error(e, "probe", "--encoders", f"joint={JOINT_ENCODERS}"),
          r"--encoders joint=.*a joint VAE", r"give encoders made with train-encoders --frame-wise"),
+    # ---- curation (issue 32) ----
+    Case("cli-curate-no-videos-folder", lambda e: curate_error(e, videos="nowhere"), r"--videos .*nowhere",
+         r"give the folder"),
+    Case("cli-curate-captions-not-utf8", lambda e: curate_error(e, captions=b'{"a": "\xff\xfe caf\xe9"}'),
+         r"--captions .*not UTF-8", r"save it as UTF-8"),
+    Case("cli-curate-captions-not-json", lambda e: curate_error(e, captions=b'{"a": '), r"--captions .*not JSON",
+         r"write an object"),
+    Case("cli-curate-model-folder-missing", lambda e: curate_error(e, "--backend", "sam3", "--models",
+                                                                    str(e.tmp / "in" / "models")),
+         r"sam3", r"put the facebook/sam3 checkpoint|pip install"),
+    Case("node-track-subjects-too-many-tags",
+         lambda e: node_error(lambda: TrackSubjects().track(torch.rand(3, 16, 16, 3), "a\nb\nc\nd\ne", "demo")),
+         r"5 tags but at most 4", r"use a second node"),
+    Case("node-dataset-writer-mask-of-another-size",
+         lambda e: node_error(lambda: DatasetWriter().write(torch.rand(5, 32, 32, 3), 8.0, "a red ring", "bad", "s",
+                                                            "red ring", torch.ones(5, 16, 16))),
+         r"mask_1 \('red ring'\) is \[5, 16, 16\]", r"give one mask per frame"),
 ]
 
 

@@ -73,6 +73,8 @@ class ClipEmbedder:
             raise DatasetError(f"{option} {folder}: no readable config.json; {fix}") from None
         if model_type != "clip":
             raise DatasetError(f"{option} {folder}: a '{model_type}' model, not CLIP; {fix}")
+        from ..data.curate.backends.models import require_transformers
+        require_transformers(f"{option} (CLIP scores)")
         from transformers import AutoProcessor, CLIPModel
         try:
             model = CLIPModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)

@@ -18,7 +18,7 @@ import numpy as np
 from ...files import read_small_text
 from ...synthetic import COLOURS, SHAPES
 from ..dataset import SAMPLE_FILE, DatasetError, TimedCaption, read_video, write_sample
-from .backends.models import MODEL_FOLDERS, model_folder
+from .backends.models import MODEL_FOLDERS, model_folder, require_transformers
 from .stages import Backend, curate_entity
 from .tags import apply_rules
 
@@ -160,6 +160,8 @@ def make_backend(name: str, models: Path | None = None) -> Backend:
     if name == "demo":
         from .backends.demo import DemoBackend
         return DemoBackend()
+    if name in ("sam3", "gdino-sam2"):
+        require_transformers(f"--backend {name}")
     if name == "sam3":
         from .backends.sam3 import Sam3Backend
         return Sam3Backend.from_folder(models)
@@ -174,6 +176,7 @@ def make_tagger(backend: str, models: Path | None) -> Callable[[str], list[str]]
     vocabulary with the demo backend; other backends then need the tagger (checked at the first caption that needs
     it, so a captions file that gives every tag needs no language model)."""
     if models is not None and (Path(models) / MODEL_FOLDERS["tagger"].name).exists():
+        require_transformers(f"the tag extractor in {Path(models) / MODEL_FOLDERS['tagger'].name}")
         from .llm_tags import LanguageModelTagger
         return LanguageModelTagger.from_folder(models)
     if backend == "demo":

@@ -34,6 +34,13 @@ MODEL_FOLDERS = {
 }
 
 
+def require_transformers(what: str) -> None:
+    """One line instead of an ImportError when the optional install is missing."""
+    import importlib.util
+    if importlib.util.find_spec("transformers") is None:
+        raise DatasetError(f"{what} needs transformers, an optional install: pip install -r requirements-curate.txt")
+
+
 def model_folder(models: Path | None, key: str, option: str = "--models") -> Path:
     """The checked folder of MODEL_FOLDERS[key] under `models`, or one line naming the folder and what belongs
     there."""
