@@ -221,11 +221,11 @@ def test_evaluate_timing_scores_ground_truth_masks_perfectly(demo):
     track1[4:12, 10:20, 10:20] = 1  # frames 4..11 = [0.5, 1.5) s
     track2[:, :5, :5] = 1
     out = EvaluateTiming().evaluate(timeline, track1, 0.002, masks_2=track2)
-    iou, l2, report = out["result"]
+    iou, l2, report, *_ = out["result"]
     assert iou == pytest.approx(1.0) and l2 == pytest.approx(0.0)
     assert json.loads(report)["subjects"][0]["detected"] == [0.5, 1.5]
     track1[12:14, 10:20, 10:20] = 1  # two frames too long
-    iou, l2, _ = EvaluateTiming().evaluate(timeline, track1, 0.002, masks_2=track2)["result"]
+    iou, l2, *_ = EvaluateTiming().evaluate(timeline, track1, 0.002, masks_2=track2)["result"]
     assert iou == pytest.approx((1.0 + 8 / 10) / 2) and l2 > 0
     with pytest.raises(ValueError, match="1 mask tracks for 2 subjects"):
         EvaluateTiming().evaluate(timeline, track1, 0.002)
@@ -266,7 +266,7 @@ def test_demo_subject_masks_find_ground_truth_intervals(demo):
     assert len(tracks) == 4 and all(t.shape == (17, 64, 64) for t in tracks)
     assert all(not t.any() for t in tracks[len(video.subjects):])
     connected = {f"masks_{i + 1}": t for i, t in enumerate(tracks[1:len(video.subjects)], start=1)}
-    iou, l2, _ = EvaluateTiming().evaluate(timeline, tracks[0], 0.002, **connected)["result"]
+    iou, l2, *_ = EvaluateTiming().evaluate(timeline, tracks[0], 0.002, **connected)["result"]
     assert iou == pytest.approx(1.0) and l2 == pytest.approx(0.0)
 
 

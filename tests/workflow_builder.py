@@ -137,7 +137,7 @@ def demo_generation() -> list[Node]:
 
 EVALUATE = demo_generation() + [
     Node(13, "AlcheMinTDemoSubjectMasks", (1860, 160), [], {"images": (12, 0), "timeline": (6, 0)}, size=(280, 140)),
-    Node(14, "AlcheMinTEvaluateTiming", (2180, 40), [0.002], {"timeline": (6, 0), "masks_1": (13, 0),
+    Node(14, "AlcheMinTEvaluateTiming", (2180, 40), [0.002, "none"], {"timeline": (6, 0), "masks_1": (13, 0),
                                                               "masks_2": (13, 1)}, size=(300, 200)),
     Node(15, "PreviewAny", (2520, 40), [], {"source": (14, 2)}, size=(420, 420), title="Timing report"),
     Node(16, "PreviewImage", (1860, 360), [], {"images": (12, 0)}, size=(600, 300), title="Generated frames"),
