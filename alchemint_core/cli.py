@@ -16,6 +16,7 @@ from .data.curate.pipeline import BACKENDS
 from .loading import load_model
 from .memory import OutOfMemory
 from .model import WanModel
+from .scoring.runner import VIDEO_FORMATS, check_writable
 
 
 def cmd_info(args) -> int:
@@ -297,6 +298,8 @@ def cmd_demo(args) -> int:
     strip_path = Path(args.strip) if args.strip else out.with_suffix(".png")
     if strip_path.suffix.lower() != ".png" or strip_path.resolve() == out.resolve():
         raise ValueError(f"--strip {strip_path}: the strip image is a .png file beside the video")
+    check_writable(out, "--out")
+    check_writable(strip_path, "--strip")
     pipe = DemoPipeline(args.model, args.encoders)
     result = pipe.generate(subjects, args.prompt, args.seed, args.steps, args.shift, args.mode, args.frames, args.fps,
                            guidance)
@@ -310,8 +313,9 @@ def cmd_demo(args) -> int:
 def cmd_evaluate(args) -> int:
     import time
 
-    from .demo.evaluate import (ABLATIONS, always_present, check_other_shapes, heldout_prompts, load_detector,
-                                load_prompts, markdown_table, score, through_vae, validate_detector, write_results)
+    from .demo.evaluate import (ABLATIONS, always_present, check_other_shapes, check_prompt_sizes, heldout_prompts,
+                                load_detector, load_prompts, markdown_table, score, through_vae, validate_detector,
+                                write_results)
     from .demo.pipeline import MODEL_FILE, DemoPipeline, encoders_for
     from .encoders import load_encoders
     from .native import DemoVAE
@@ -328,13 +332,18 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"--other-shapes needs --from-truth SIGMA below 1 too, e.g. --from-truth 0.65 "
                          f"--other-shapes ({err})") from None
     prompts = load_prompts(args.prompts) if args.prompts else heldout_prompts(args.count, args.seed, split=args.split)
+    models = [tuple(m.split("=", 1)) for m in args.model] if args.model else [("shipped", str(MODEL_FILE))]
+    bad = next((m for m in args.model or [] if "=" not in m), None)
+    if bad is not None:
+        raise ValueError(f"--model {bad!r}: write NAME=PATH, e.g. --model mine={bad}")
+    if not args.model and not args.no_ablations:
+        models += [(name, str(path)) for name, path in ABLATIONS.items() if path.is_file()]
+    check_prompt_sizes(prompts, models, f"--prompts {args.prompts}" if args.prompts else "--count")
+    check_writable(args.out, "--out")
     detector = load_detector()
     t0 = time.perf_counter()
     detector_iou = validate_detector(detector)
     print(f"detector on ground-truth videos: t-IOU {detector_iou:.3f} ({time.perf_counter() - t0:.0f} s)")
-    models = [tuple(m.split("=", 1)) for m in args.model] if args.model else [("shipped", str(MODEL_FILE))]
-    if not args.model and not args.no_ablations:
-        models += [(name, str(path)) for name, path in ABLATIONS.items() if path.is_file()]
     overrides = {k: v for k, v in (("w_edge", args.w_edge), ("edge_offset", args.edge_offset)) if v is not None}
     # one ceiling per VAE in use: the shipped model's first, then any other (the ablations' may be older)
     vaes: dict = {}
@@ -369,6 +378,76 @@ def cmd_evaluate(args) -> int:
                 "subjects": sum(len(p.subjects) for p in prompts)}
     write_results(rows, args.out, settings)
     print(f"\nresults: {args.out}")
+    return 0
+
+
+def scorer(args):
+    """The backend and (with --clip) the CLIP embedder that score a benchmark's videos, loaded once the benchmark
+    has been checked."""
+    from .data.curate.pipeline import make_backend
+    from .scoring.identity import ClipEmbedder
+    backend = make_backend(args.backend, Path(args.models) if args.models else None)
+    return backend, ClipEmbedder.from_folder(args.clip) if args.clip else None
+
+
+def score_with_bar(bench, backend, embedder, name: str):
+    from tqdm import tqdm
+
+    from .scoring.runner import score_benchmark
+    with tqdm(total=sum(len(i.subjects) for i in bench.items), desc=f"score {name}", unit="subject") as bar:
+        return score_benchmark(bench, backend, embedder, lambda done, total: bar.update(done - bar.n))
+
+
+def scoring_options(args) -> dict:
+    return {"backend": args.backend, "models": args.models, "clip": args.clip}
+
+
+def cmd_score(args) -> int:
+    from .scoring import table
+    from .scoring.benchmark import load_benchmark
+    from .scoring.runner import prepare_scoring, write_results
+    bench = load_benchmark(args.benchmark)
+    prepare_scoring(bench, args.backend, args.max_subjects)
+    check_writable(args.out, "--out")
+    name = args.name or bench.path.stem
+    backend, embedder = scorer(args)
+    rows = score_with_bar(bench, backend, embedder, name)
+    print(table({name: rows}))
+    write_results(args.out, {name: rows}, {"benchmark": str(bench.path), **scoring_options(args),
+                                           "max_subjects": args.max_subjects})
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from tqdm import tqdm
+
+    from .scoring import table
+    from .scoring.benchmark import load_benchmark
+    from .scoring.runner import (Sampling, check_demo_tags, check_earlier_run, check_models, generate_videos,
+                                 generation_record, parse_models, write_results)
+    bench = load_benchmark(args.benchmark)
+    choices = parse_models(args.model, args.prompt_only)
+    sampling = Sampling(args.steps, args.shift, demo_sampling(args))
+    check_models(bench, choices)
+    if args.backend == "demo":
+        check_demo_tags(bench)
+    out = check_writable(args.out, "--out", folder=True)
+    records = {c.name: generation_record(c, sampling, args.encoders, args.video_format) for c in choices}
+    for c in choices:
+        check_earlier_run(out, c, records[c.name])
+    backend, embedder = scorer(args)  # a missing model folder fails before any video is made
+    generated = {}
+    for c in choices:
+        with tqdm(total=len(bench.items), desc=f"generate {c.name}", unit="video") as bar:
+            generated[c.name], made = generate_videos(bench, c, out, sampling, args.encoders, args.video_format,
+                                                      lambda done, total: bar.update(done - bar.n))
+        print(f"{c.name}: {made} videos generated, {len(bench.items) - made} already in {out / c.name}", flush=True)
+    results = {name: score_with_bar(b, backend, embedder, name) for name, b in generated.items()}
+    print(table(results))
+    write_results(out / "results.json", results, {"benchmark": str(bench.path), **scoring_options(args),
+                                                  "generated_with": records})
+    print(f"\nresults: {out / 'results.json'}")
     return 0
 
 
@@ -488,6 +567,52 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="evaluation.json", help="results JSON (default evaluation.json)")
     ev.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     ev.set_defaults(func=cmd_evaluate)
+
+    def add_scoring_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--benchmark", required=True,
+                            help="benchmark JSON: fps, frames and items with caption, subjects (tag, interval, "
+                                 "reference) and video (docs/scoring.md)")
+        parser.add_argument("--backend", default="sam3", choices=BACKENDS,
+                            help="what tracks the subjects: sam3 (default), gdino-sam2 (the paper's) or demo (the "
+                                 "demo's colour detector, no weights; what `evaluate` scores with)")
+        parser.add_argument("--models", help="folder of the backend's checkpoints in subfolders: "
+                                             + ", ".join(f"{m.name}/ ({m.checkpoint})" for k, m in
+                                                         MODEL_FOLDERS.items() if k != "tagger"))
+        parser.add_argument("--clip", help="a CLIP model folder in the transformers format (e.g. "
+                                           "openai/clip-vit-large-patch14) for the CLIP-T and CLIP-I columns")
+
+    sc = sub.add_parser("score", help="S2VTime scores of generated videos: t-IOU, t-L2, CLIP-T, CLIP-I",
+                        description="Track every subject of a benchmark file's videos (the paper's protocol through "
+                                    "a curation backend) and score when it is there (t-IOU, t-L2 against its "
+                                    "interval) and, with --clip, whether it is the right subject (CLIP-T against its "
+                                    "tag, CLIP-I against its reference). Prints a table with bootstrap 95%% CIs, "
+                                    "writes per-subject rows as JSON.")
+    add_scoring_options(sc)
+    sc.add_argument("--name", help="the table's row name (default: the benchmark file's name)")
+    sc.add_argument("--max-subjects", type=int, default=64,
+                    help="most subjects an item may have: what the model that made the videos takes (default 64)")
+    sc.add_argument("--out", required=True, help="results JSON")
+    sc.set_defaults(func=cmd_score)
+
+    bm = sub.add_parser("benchmark", help="generate a benchmark's videos with chosen models, then score them all",
+                        description="For each --model, generate every item's video (written under OUT/<model>/, "
+                                    "kept on a rerun), then score all of them as `score` does and print one table "
+                                    "with a row per model. --prompt-only adds the paper's baseline per model: no "
+                                    "references or intervals, '<tag> appears between a and b seconds' in the "
+                                    "caption.")
+    add_scoring_options(bm)
+    bm.add_argument("--model", action="append", required=True, metavar="demo|PATH|NAME=PATH",
+                    help="demo (the shipped demo model) or a full AlcheMinT model file (generated with the demo "
+                         "VAE and text encoder, 64x64), repeatable")
+    bm.add_argument("--prompt-only", action="store_true",
+                    help="also each model's prompt-only baseline (row NAME-prompt-only)")
+    bm.add_argument("--encoders", help="demo-encoders file for model files (default: the encoders.safetensors beside "
+                                        "the model file, else the shipped one)")
+    add_demo_sampling_options(bm)
+    bm.add_argument("--video-format", choices=VIDEO_FORMATS, default="png",
+                    help="png frame folders (default: lossless, scores exactly what the model drew) or .mp4")
+    bm.add_argument("--out", required=True, help="folder: OUT/<model>/ videos and benchmark.json, OUT/results.json")
+    bm.set_defaults(func=cmd_benchmark)
 
     pr = sub.add_parser("probe", help="does a demo VAE's latent space keep shape through diffusion noise?",
                         description="For each VAE, a small CNN per noise level reads a single subject's shape from one "

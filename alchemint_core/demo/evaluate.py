@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +15,11 @@ import torch
 
 from ..files import SafetensorsFile, read_small_text, save_safetensors
 from ..guidance import Guidance
+from ..scoring.subjects import score_subject
 from ..scoring.timing import mean_ci, predicted_interval, t_iou, t_l2
 from ..native import DemoVAE
 from ..synthetic import SHAPES, Appearance, appearances, pick_appearances, random_subject, render_video
-from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, train_shape_classifier
+from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, colour_track, train_shape_classifier
 from .pipeline import (DEFAULT_GUIDANCE, DEFAULT_SHIFT, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject,
                        appearance_of, check_subjects, decode_frames)
 
@@ -128,31 +129,32 @@ class Scores:
     seconds_per_video: float
     subjects: int
     input_shape_kept: float = math.nan  # --other-shapes: over the same frames, the shape the noised input showed
+    per_subject: list[dict] = field(default_factory=list)  # SubjectScore.as_dict() of every subject scored
 
 
 class Tally:
     """Per-subject timing and per-frame identity scores, accumulated over videos."""
 
     def __init__(self):
-        self.ious, self.l2s, self.req_len, self.pred_len, self.times = [], [], [], [], []
+        self.rows, self.req_len, self.pred_len, self.times = [], [], [], []
         self.shape_ok = self.shape_n = self.colour_ok = self.colour_n = 0
         self.input_ok = self.input_n = 0  # with shown shapes only
 
     def add(self, frames: np.ndarray, subjects: list[PromptSubject], detector: SubjectDetector,
-            shown: list[str] | None = None) -> None:
-        """shown: the shape each subject had in the video the generation started from, when not the requested one."""
-        duration = FRAMES / FPS
+            shown: list[str] | None = None, item: str = "") -> None:
+        """shown: the shape each subject had in the video the generation started from, when not the requested one.
+        Timing is scored by `score_subject` (as `score` does) on the subject's colour track: its non-empty frames
+        are exactly the frames the detector counts as present."""
         for i, s in enumerate(subjects):
             a = appearance_of(s.tag)
             det = detector.detect(frames, a.colour, a.shape)
             if shown is not None:
                 self.input_ok += int(detector.detect(frames, a.colour, shown[i]).shape_right[det.present].sum())
                 self.input_n += int(det.present.sum())
-            pred = predicted_interval(det.present, FPS)
-            self.ious.append(t_iou(pred, (s.start, s.end)))
-            self.l2s.append(t_l2(pred, (s.start, s.end), duration))
+            row = score_subject(item, s.tag, (s.start, s.end), colour_track(frames, a.colour), FPS)
+            self.rows.append(row)
             self.req_len.append(s.end - s.start)
-            self.pred_len.append(0.0 if pred is None else pred[1] - pred[0])
+            self.pred_len.append(0.0 if row.predicted is None else row.predicted[1] - row.predicted[0])
             self.shape_ok += int(det.shape_right[det.present].sum())
             self.shape_n += int(det.present.sum())
             self.colour_ok += int(det.colour_right[det.shape_seen].sum())
@@ -161,10 +163,26 @@ class Tally:
     def scores(self, name: str) -> Scores:
         corr = (float(np.corrcoef(self.req_len, self.pred_len)[0, 1])
                 if np.std(self.pred_len) > 0 and np.std(self.req_len) > 0 else math.nan)
-        return Scores(name, mean_ci(self.ious), mean_ci(self.l2s), self.shape_ok / max(self.shape_n, 1),
-                      self.colour_ok / max(self.colour_n, 1), corr,
-                      float(np.mean(self.times)) if self.times else 0.0, len(self.ious),
-                      self.input_ok / self.input_n if self.input_n else math.nan)
+        return Scores(name, mean_ci([r.t_iou for r in self.rows]), mean_ci([r.t_l2 for r in self.rows]),
+                      self.shape_ok / max(self.shape_n, 1), self.colour_ok / max(self.colour_n, 1), corr,
+                      float(np.mean(self.times)) if self.times else 0.0, len(self.rows),
+                      self.input_ok / self.input_n if self.input_n else math.nan, [r.as_dict() for r in self.rows])
+
+
+def prompt_id(index: int) -> str:
+    """The item name of a prompt in the per-subject rows."""
+    return f"prompt {index + 1}"
+
+
+def check_prompt_sizes(prompts: list[Prompt], models: list[tuple[str, str]], where: str) -> None:
+    """Every prompt's subjects fit every model (read from the model files' headers): refused before any work."""
+    from ..scoring.runner import model_max_refs
+    for name, path in models:
+        limit = model_max_refs(Path(path))
+        for i, p in enumerate(prompts):
+            if len(p.subjects) > limit:
+                raise ValueError(f"{where}: {prompt_id(i)} has {len(p.subjects)} subjects but model {name} takes at "
+                                 f"most {limit}; split the prompt into prompts of at most {limit} subjects")
 
 
 def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
@@ -181,7 +199,7 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
     check_other_shapes(other_shapes, from_truth)
     tally = Tally()
     pool = appearances("test")
-    for p in prompts:
+    for k, p in enumerate(prompts):
         subjects = [Subject(s.tag, s.start, s.end) for s in p.subjects]
         if wrong_reference:
             rng = np.random.default_rng(p.seed)
@@ -197,7 +215,7 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
                                rope_overrides=rope_overrides, guidance=guidance, start_sigma=from_truth,
                                start_frames=ground_truth_video(p, shown) if from_truth < 1 else None)
         tally.times.append(result.seconds)
-        tally.add(result.frames, p.subjects, detector, shown)
+        tally.add(result.frames, p.subjects, detector, shown, prompt_id(k))
     return tally.scores(name)
 
 
@@ -234,10 +252,10 @@ def through_vae(vae: DemoVAE, prompts: list[Prompt], detector: SubjectDetector,
     """The ceiling of any model that makes latents for this VAE: the prompts' ground-truth videos encoded and decoded
     by it, then scored like a generated video. What the latent space cannot carry, no model can draw."""
     tally = Tally()
-    for p in prompts:
+    for k, p in enumerate(prompts):
         video = torch.from_numpy(ground_truth_video(p)).float().div(255)  # [N, H, W, 3] in [0, 1]
         with torch.no_grad():
-            tally.add(decode_frames(vae, vae.encode(video)), p.subjects, detector)
+            tally.add(decode_frames(vae, vae.encode(video)), p.subjects, detector, item=prompt_id(k))
     return tally.scores(name)
 
 
