@@ -10,7 +10,7 @@ from alchemint_core.demo.data import example_video
 from alchemint_core.scoring import score_subject, summarise, table, track_for_scoring
 from alchemint_core.scoring.identity import clip_i, clip_t, masked_crop
 from alchemint_core.scoring.statistics import bootstrap_ci
-from alchemint_core.scoring.subjects import frame_span
+from alchemint_core.scoring.subjects import frame_span, protocol_track
 from alchemint_core.scoring.timing import predicted_interval, t_iou, t_l2
 
 
@@ -59,9 +59,11 @@ def test_tracks_by_the_papers_protocol_find_the_subject_over_the_whole_video():
     for tag, truth in video.masks.items():
         present = np.flatnonzero(truth.any(axis=(1, 2)))
         requested = (present[0] / 8.0, (present[-1] + 1) / 8.0)
-        track = track_for_scoring(DemoBackend(), video.frames, tag, requested, 8.0)
-        row = score_subject("clip_1", tag, requested, track, 8.0)
-        assert row.t_iou == 1.0 and row.t_l2 == 0.0
+        for track in (protocol_track(DemoBackend(), video.frames, tag, requested, 8.0),  # detect, pick, track
+                      track_for_scoring(DemoBackend(), video.frames, tag, requested, 8.0)):  # the demo's own
+            row = score_subject("clip_1", tag, requested, track, 8.0)
+            assert row.t_iou == 1.0 and row.t_l2 == 0.0
+    assert not protocol_track(DemoBackend(), video.frames, "blue disc", (0.0, 1.0), 8.0).any()
     assert not track_for_scoring(DemoBackend(), video.frames, "blue disc", (0.0, 1.0), 8.0).any()
 
 

@@ -63,8 +63,12 @@ def track_for_scoring(backend: Backend, frames: np.ndarray, tag: str, requested:
     what identity measures, so a subject drawn in the wrong shape still counts as present, as `evaluate` counts it;
     the protocol would drop such frames from the track and the two commands would disagree on the same video."""
     own = getattr(backend, "score_track", None)
-    if own is not None:
-        return own(frames, tag)
+    return own(frames, tag) if own is not None else protocol_track(backend, frames, tag, requested, fps)
+
+
+def protocol_track(backend: Backend, frames: np.ndarray, tag: str, requested: tuple[float, float],
+                   fps: float) -> np.ndarray:
+    """The paper's protocol itself, through any backend (see track_for_scoring)."""
     found = curate_entity(backend, frames, tag, frame_span(requested, fps, len(frames)))
     return found[0] if found is not None else np.zeros(frames.shape[:3], bool)
 
