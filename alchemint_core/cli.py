@@ -13,10 +13,11 @@ import torch
 from .config import WAN21_14B, WAN21_1_3B, AdapterConfig, CheckpointError
 from .data.curate.backends.models import MODEL_FOLDERS
 from .data.curate.pipeline import BACKENDS
+from .files import check_writable
 from .loading import load_model
 from .memory import OutOfMemory
 from .model import WanModel
-from .scoring.runner import VIDEO_FORMATS, check_writable
+from .scoring.runner import VIDEO_FORMATS
 
 
 def cmd_info(args) -> int:
@@ -216,7 +217,8 @@ def cmd_curate(args) -> int:
             report = curate(args.videos, args.out, args.captions, args.backend, args.models, part=part,
                             progress=progress)
             if args.part:  # a worker hands its report to the first process through the dataset folder
-                atomic_write(part_report(args.out, part[0]), lambda tmp: Path(tmp).write_text(json.dumps(asdict(report))))
+                atomic_write(part_report(args.out, part[0]),
+                             lambda tmp: Path(tmp).write_text(json.dumps(asdict(report))))
             wait_parts("curate", workers)
             if workers:
                 reports = [report] + [CurateReport(**json.loads(part_report(args.out, i).read_text()))

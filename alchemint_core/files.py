@@ -153,3 +153,27 @@ def read_metadata_json(metadata: Mapping[str, str] | None, key: str):
         return json.loads(metadata[key])
     except json.JSONDecodeError as err:
         raise CheckpointError(f"the file's '{key}' header is not valid JSON ({err})") from None
+
+
+def check_writable(path: str | Path, option: str, folder: bool = False) -> Path:
+    """One line naming `option` when `path` (a file to write, or with folder=True a folder to create or fill) cannot
+    be written, checked before any work. Leaves nothing behind: folders are made only when the output is written."""
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name inside it")
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; give a folder")
+    existing = path if folder else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder; give a path in a folder you can "
+                           f"write to")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".alchemint-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot write into {existing} ({err.strerror or err}); give a path in a "
+                           f"folder you can write to") from None
+    return path

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..config import AdapterConfig
 from ..data.dataset import DatasetError, read_video
-from ..files import SafetensorsFile, atomic_write, read_metadata_json
+from ..files import SafetensorsFile, atomic_write, check_writable, read_metadata_json
 from ..guidance import Guidance
 from .benchmark import ID_RE, Benchmark, BenchItem, check_subject_count, check_videos, load_benchmark, reference_image
 from .identity import Embedder, masked_crop
@@ -28,30 +28,6 @@ from .subjects import SubjectScore, score_subject, summarise, track_for_scoring
 
 Progress = Callable[[int, int], None]  # (done, total)
 VIDEO_FORMATS = ("png", "mp4")  # png: a lossless frame folder (scores exactly what the model drew); mp4: H.264
-
-
-def check_writable(path: str | Path, option: str, folder: bool = False) -> Path:
-    """One line naming `option` when `path` (a file to write, or with folder=True a folder to create or fill) cannot
-    be written, checked before any work. Leaves nothing behind: folders are made only when the output is written."""
-    path = Path(path)
-    if not folder and path.is_dir():
-        raise DatasetError(f"{option} {path} is a folder; give a file name inside it")
-    if folder and path.exists() and not path.is_dir():
-        raise DatasetError(f"{option} {path} is a file; give a folder")
-    existing = path if folder else path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise DatasetError(f"{option} {path}: {existing} is a file, not a folder; give a path in a folder you can "
-                           f"write to")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".alchemint-write-check-", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise DatasetError(f"{option} {path}: cannot write into {existing} ({err.strerror or err}); give a path in a "
-                           f"folder you can write to") from None
-    return path
 
 
 # ------------------------------------------------------------------------------------------------------- scoring
