@@ -169,6 +169,26 @@ def test_the_public_checkpoints_configs_are_accepted_and_build(key, model_class,
     assert sum(p.numel() for p in model.parameters()) == parameters
 
 
+def test_sam2_1_hiera_large_as_published_builds_at_its_size(tmp_path):
+    """facebook/sam2.1-hiera-large's config.json could not be fetched here, so its architecture is written from the
+    published sam2/configs/sam2.1/sam2.1_hiera_l.yaml (Hiera trunk: embed 144, 2 heads, stages 2-6-36-4, global
+    blocks 23/33/43, windows 8-4-16-8; FPN over 1152/576/288/144 channels) as transformers' sam2_video config. It
+    passes the folder check and its class builds at the model card's 224.4M parameters: the folder and backend take
+    the checkpoint MODEL_FOLDERS names, not only the tiny test model."""
+    trunk = {"model_type": "sam2_hiera_det_model", "hidden_size": 144, "num_attention_heads": 2,
+             "blocks_per_stage": [2, 6, 36, 4], "embed_dim_per_stage": [144, 288, 576, 1152],
+             "num_attention_heads_per_stage": [2, 4, 8, 16], "window_size_per_stage": [8, 4, 16, 8],
+             "global_attention_blocks": [23, 33, 43]}
+    vision = {"model_type": "sam2_vision_model", "backbone_config": trunk, "backbone_channel_list": [1152, 576, 288, 144]}
+    transformers.Sam2VideoConfig(vision_config=vision).save_pretrained(tmp_path / MODEL_FOLDERS["sam2"].name)
+    folder = model_folder(tmp_path, "sam2")
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    assert config.model_type in MODEL_FOLDERS["sam2"].model_types and "large" in MODEL_FOLDERS["sam2"].checkpoint
+    with torch.device("meta"):
+        model = transformers.Sam2VideoModel(config)
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 224.4
+
+
 def test_a_missing_or_wrong_folder_is_one_line_naming_it_and_its_checkpoint(tmp_path):
     def error(models) -> str:
         with pytest.raises(DatasetError) as caught:
