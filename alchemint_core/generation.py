@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from .dense import DenseCaptions
 from .guidance import Conditioning, Guidance
 from .intervals import latent_frame_count
 from .latents import LatentFormat
@@ -17,6 +18,7 @@ from .model import WanModel
 from .rope import TemporalRope
 from .sampling import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_start, check_steps_shift, generate
 from .subjects import Subject, encode_subjects, make_references
+from .timed_captions import check_model_takes
 
 SPATIAL_COMPRESSION = 8
 
@@ -60,6 +62,7 @@ class VideoRequest:
     guidance: Guidance = field(default_factory=Guidance)
     init_latents: torch.Tensor | None = None  # raw VAE latents to start from (with start_sigma < 1)
     start_sigma: float = 1.0  # 1: from pure noise
+    dense: DenseCaptions | None = None  # timed captions (spans in latent frames) for a model with a dense branch
 
 
 def check_size(height: int, width: int, multiple: int) -> None:
@@ -80,6 +83,8 @@ def check_request(handle: VideoModel, req: VideoRequest) -> None:
                          + ("remove subjects or use a model trained with a larger max_refs" if handle.max_refs
                             else "it has no AlcheMinT adapter, load one"))
     check_start(req.start_sigma, req.init_latents, latent_shape(handle, req))
+    if req.dense is not None:
+        check_model_takes(handle.model, req.dense)
     text_dim = handle.model.cfg.text_dim
     for what, emb in (("positive", req.positive), ("negative", req.negative)):
         if emb.ndim != 3 or emb.shape[-1] != text_dim:
@@ -100,7 +105,11 @@ def build_conditioning(handle: VideoModel, req: VideoRequest) -> Conditioning:
         half = handle.model.alchemint.cfg.min_half_length
         refs = make_references(req.subjects, latents, req.intervals, req.fps, req.frames, half, req.rope).to(device)
     mask = req.positive_mask.to(device) if req.positive_mask is not None else None
-    return Conditioning(req.positive.to(device), refs=refs, context_mask=mask)
+    dense = None
+    if req.dense is not None:
+        d = req.dense
+        dense = DenseCaptions(d.context.to(device), d.spans, d.lengths)
+    return Conditioning(req.positive.to(device), refs=refs, context_mask=mask, dense=dense)
 
 
 def generate_video(handle: VideoModel, req: VideoRequest, callback: StepCallback | None = None) -> torch.Tensor:

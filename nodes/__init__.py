@@ -6,6 +6,7 @@ from .models import DemoModel, ModelLoader
 from .references import ReferenceLoader
 from .sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
 from .timeline import IntervalTimeline
+from .timed_captions import TimedCaptions
 from .evaluation import DemoSubjectMasks, EvaluateTiming
 from .training import AdapterTrainer, DatasetCache, DatasetWriter
 from .curation import TrackSubjects
@@ -18,6 +19,7 @@ NODES = {
     "AlcheMinTDemoModel": (DemoModel, "AlcheMinT Demo Model"),
     "AlcheMinTReferenceLoader": (ReferenceLoader, "AlcheMinT Reference Loader"),
     "AlcheMinTIntervalTimeline": (IntervalTimeline, "AlcheMinT Interval Timeline"),
+    "AlcheMinTTimedCaptions": (TimedCaptions, "AlcheMinT Timed Captions"),
     "AlcheMinTWeRoPEConditioner": (WeRoPEConditioner, "AlcheMinT WeRoPE Conditioner"),
     "AlcheMinTMultiCFGGuider": (MultiCFGGuider, "AlcheMinT Multi-CFG Guider"),
     "AlcheMinTSampler": (Sampler, "AlcheMinT Sampler"),

@@ -10,12 +10,14 @@ from einops import rearrange
 from PIL import Image
 
 from alchemint_core.config import W_MID_MAX
+from alchemint_core.dense import DenseCaptions
 from alchemint_core.generation import VideoModel, VideoRequest, generate_video
 from alchemint_core.guidance import Guidance
 from alchemint_core.intervals import interval_to_latent
 from alchemint_core.native import conditioning_tensors
 from alchemint_core.plotting import attention_profile_plot
 from alchemint_core.rope import TemporalRope
+from alchemint_core.timed_captions import EncodedCaptions, TimedCaptionError, check_model_takes
 
 from . import bridge
 from .models import CATEGORY
@@ -33,6 +35,7 @@ class AlcheMinTConditioning:
     positive: torch.Tensor  # [1, L, D]
     positive_mask: torch.Tensor | None
     rope: TemporalRope | None  # None: the model's trained mode
+    dense: DenseCaptions | None = None  # timed captions for a model with a dense-caption branch
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,13 @@ class WeRoPEConditioner:
                                  "weight of the two edges, negative (mode werope only)."}),
             "edge_offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 8.0, "step": 0.25, "tooltip": "WeRoPE "
                                       "edges placed this many latent frames outside the interval (werope only)."}),
+        }, "optional": {
+            "timed_captions": ("ALCHEMINT_TIMED_CAPTIONS", {"tooltip": "Per-event captions with their times, from "
+                               "AlcheMinT Timed Captions; only for models trained with dense captions."}),
         }}
 
-    def condition(self, model: VideoModel, timeline: Timeline, positive, mode, w_mid, w_edge, edge_offset):
+    def condition(self, model: VideoModel, timeline: Timeline, positive, mode, w_mid, w_edge, edge_offset,
+                  timed_captions: EncodedCaptions | None = None):
         adapter = model.model.alchemint
         if adapter is None:
             raise ValueError("WeRoPE Conditioner: the model has no AlcheMinT adapter; load one in the Model Loader")
@@ -95,7 +102,23 @@ class WeRoPEConditioner:
                   for bar, (a, b) in zip(timeline.bars, timeline.intervals)]
         plot = attention_profile_plot(model.model.bank, shown, [b.tag for b in timeline.bars], timeline.intervals,
                                       latent, timeline.frames, timeline.fps)
-        return (AlcheMinTConditioning(timeline, emb, mask, rope), image_tensor(plot))
+        dense = None if timed_captions is None else timed_dense(model, timeline, timed_captions)
+        return (AlcheMinTConditioning(timeline, emb, mask, rope, dense), image_tensor(plot))
+
+
+def timed_dense(model: VideoModel, timeline: Timeline, captions: EncodedCaptions) -> DenseCaptions:
+    """The dense branch's input, checked against the model and the timeline's clip."""
+    where = "WeRoPE Conditioner: timed_captions"
+    if (captions.frames, captions.fps) != (timeline.frames, timeline.fps):
+        raise ValueError(f"{where} are laid out on {captions.frames} frames at {captions.fps:g} fps but the Interval "
+                         f"Timeline's clip is {timeline.frames} frames at {timeline.fps:g} fps; set the same frames "
+                         "and fps on the Timed Captions node")
+    dense = captions.dense()
+    try:
+        check_model_takes(model.model, dense, leave_out="disconnect the Timed Captions node")
+    except TimedCaptionError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return dense
 
 
 class MultiCFGGuider:
@@ -187,7 +210,7 @@ class Sampler:
                            subjects=list(tl.references.subjects), intervals=tl.intervals,
                            positive_mask=conditioning.positive_mask, negative_mask=guider.negative_mask,
                            rope=conditioning.rope, seed=int(seed), steps=int(steps), shift=float(shift),
-                           guidance=guider.guidance)
+                           guidance=guider.guidance, dense=conditioning.dense)
         bridge.load_on_device(model)
         progress = bridge.Progress(int(steps))
         decode = getattr(preview_vae, "decode", None)

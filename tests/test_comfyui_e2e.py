@@ -51,7 +51,8 @@ def test_pack_registers_every_node_and_imports_cleanly(server):
     assert ours == {"AlcheMinTModelLoader", "AlcheMinTDemoModel", "AlcheMinTReferenceLoader",
                     "AlcheMinTIntervalTimeline", "AlcheMinTWeRoPEConditioner", "AlcheMinTMultiCFGGuider",
                     "AlcheMinTSampler", "AlcheMinTDatasetCache", "AlcheMinTDatasetWriter", "AlcheMinTTrainer",
-                    "AlcheMinTEvaluateTiming", "AlcheMinTDemoSubjectMasks", "AlcheMinTTrackSubjects"}
+                    "AlcheMinTEvaluateTiming", "AlcheMinTDemoSubjectMasks", "AlcheMinTTrackSubjects",
+                    "AlcheMinTTimedCaptions"}
     assert all(info[k]["category"].startswith("AlcheMinT") for k in ours)
     log = server.log()
     assert "comfyui-alchemint" in log and "IMPORT FAILED" not in log.split("comfyui-alchemint")[0][-200:]
