@@ -1,4 +1,4 @@
-"""Model and adapter configuration, and inference of a Wan 2.1 config from checkpoint shapes."""
+"""Model and adapter configuration, and inference of a Wan 2.1 / 2.2 config from checkpoint shapes."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +18,8 @@ class CheckpointError(ValueError):
 
 @dataclass
 class WanConfig:
-    """Shape of a Wan 2.1 T2V diffusion transformer (1.3B: dim 1536, 30 layers; 14B: dim 5120, 40 layers)."""
+    """Shape of a Wan diffusion transformer (2.1 T2V 1.3B: dim 1536, 30 layers; 2.1 14B and each 2.2 A14B expert:
+    dim 5120, 40 layers; 2.2 TI2V 5B: dim 3072, 30 layers, 48 latent channels)."""
 
     dim: int = 1536
     ffn_dim: int = 8960
@@ -77,6 +78,25 @@ class WanConfig:
 
 WAN21_1_3B = WanConfig()
 WAN21_14B = WanConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+# Wan 2.2 (wan/configs/ of the official repo). Each A14B expert has Wan 2.1 14B's layout exactly, so the shapes of
+# a file cannot tell a 2.1 14B from either 2.2 expert: which one a file is comes from how it is loaded (as a
+# high/low pair). TI2V 5B reads the Wan 2.2 VAE's 48-channel latents.
+WAN22_A14B = WAN21_14B
+WAN22_TI2V_5B = WanConfig(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48)
+KNOWN_BASES = ((WAN21_1_3B, "Wan 2.1 T2V 1.3B"), (WAN21_14B, "Wan 2.1 T2V 14B"),
+               (WAN22_TI2V_5B, "Wan 2.2 TI2V 5B"))
+
+
+def describe_base(cfg: WanConfig, expert: str | None = None) -> str:
+    """A base model's name for messages: a public Wan model when its layout is one, else its size."""
+    if expert is not None:
+        return f"the {expert}-noise expert of Wan 2.2 A14B" if describe_base(cfg) == describe_base(WAN22_A14B) else \
+            f"the {expert}-noise expert of a two-expert model (dim {cfg.dim}, {cfg.num_layers} blocks)"
+    for known, name in KNOWN_BASES:  # what tells the public models apart (adapters record no more than this)
+        if (cfg.dim, cfg.num_layers, cfg.in_dim, cfg.text_dim) == (known.dim, known.num_layers, known.in_dim,
+                                                                    known.text_dim):
+            return name
+    return f"a Wan-layout model (dim {cfg.dim}, {cfg.num_layers} blocks, {cfg.in_dim} latent channels)"
 
 
 @dataclass
@@ -154,8 +174,8 @@ def strip_prefix(keys: Sequence[str]) -> str:
             return prefix
     raise CheckpointError(
         "this is not a Wan 2.1 diffusion-model checkpoint: no 'patch_embedding.weight' key (with or without the "
-        "'model.diffusion_model.' prefix). Give the Wan 2.1 T2V file from models/diffusion_models, not a VAE, text "
-        "encoder or LoRA file.")
+        "'model.diffusion_model.' prefix). Give the Wan 2.1 T2V file from models/diffusion_models (or a Wan 2.2 "
+        "A14B T2V expert or TI2V 5B file), not a VAE, text encoder or LoRA file.")
 
 
 def infer_config(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str] | None = None) -> WanConfig:
@@ -174,6 +194,10 @@ def infer_config(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str
     if len(pe) != 5:
         raise CheckpointError(f"patch_embedding.weight has shape {list(pe)}; Wan 2.1 has a 5-D Conv3d weight")
     dim, in_dim, patch = pe[0], pe[1], tuple(pe[2:])
+    if in_dim == 36:  # 16 noise + 4 mask + 16 image channels, and no img_emb: Wan 2.2 I2V A14B's experts
+        raise CheckpointError("this is a Wan 2.2 image-to-video (I2V A14B) expert (36 input channels); AlcheMinT "
+                              "builds on text-to-video. Choose the wan2.2_t2v_high_noise/low_noise_14B files or the "
+                              "wan2.2_ti2v_5B file.")
     num_layers = 0
     while f"blocks.{num_layers}.modulation" in shapes:
         num_layers += 1
@@ -187,6 +211,7 @@ def infer_config(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str
     return cfg.validate()
 
 
-__all__ = ["WanConfig", "AdapterConfig", "CheckpointError", "ROPE_MODES", "WAN21_1_3B", "WAN21_14B",
+__all__ = ["WanConfig", "AdapterConfig", "CheckpointError", "ROPE_MODES", "WAN21_1_3B", "WAN21_14B", "WAN22_A14B",
+           "WAN22_TI2V_5B", "describe_base",
            "infer_config", "strip_prefix", "rope_split", "check_werope_weights", "W_MID_MAX", "PREDICTIONS",
            "X_PREDICTION_MIN_SIGMA"]

@@ -12,7 +12,7 @@ import torch
 from .dense import DenseCaptions
 from .guidance import Conditioning, Guidance
 from .intervals import latent_frame_count
-from .latents import LatentFormat
+from .latents import LatentFormat, wan_vae
 from .memory import SAMPLING_OPTIONS, explain_out_of_memory
 from .model import WanModel
 from .rope import TemporalRope
@@ -20,17 +20,19 @@ from .sampling import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_start, c
 from .subjects import Subject, encode_subjects, make_references
 from .timed_captions import check_model_takes
 
-SPATIAL_COMPRESSION = 8
+SPATIAL_COMPRESSION = 8  # the Wan 2.1 VAE's and the demo VAE's; the Wan 2.2 VAE's is 16
 
 
 @dataclass
 class VideoModel:
-    """A diffusion model with what sampling needs beside it: the latent statistics of its VAE."""
+    """A diffusion model (one WanModel, or a Wan 2.2 ExpertPair) with what sampling needs beside it: the latent
+    statistics and spatial compression of its VAE."""
 
-    model: WanModel
+    model: WanModel  # or an ExpertPair, which answers the same calls
     latent_format: LatentFormat
     name: str = ""
     offload: bool = False  # keep blocks in CPU memory, each on the device only while it runs (big models)
+    spatial_compression: int = SPATIAL_COMPRESSION
 
     @property
     def max_refs(self) -> int:
@@ -38,7 +40,13 @@ class VideoModel:
 
     @property
     def size_multiple(self) -> int:
-        return SPATIAL_COMPRESSION * self.model.cfg.patch_size[1]
+        return self.spatial_compression * self.model.cfg.patch_size[1]
+
+
+def wan_video_model(model: WanModel, name: str = "", offload: bool = False) -> VideoModel:
+    """A Wan model with its VAE's facts, known from its latent channels (16: Wan 2.1 VAE, 48: Wan 2.2 VAE)."""
+    latent_format, spatial = wan_vae(model.cfg.in_dim)
+    return VideoModel(model, latent_format, name, offload, spatial)
 
 
 @dataclass
@@ -69,8 +77,8 @@ def check_size(height: int, width: int, multiple: int) -> None:
     for name, v in (("height", height), ("width", width)):
         if not isinstance(v, int) or isinstance(v, bool) or v < multiple or v % multiple:
             near = max(multiple, round(v / multiple) * multiple) if isinstance(v, int) else 4 * multiple
-            raise ValueError(f"{name} {v!r} must be a positive multiple of {multiple} (the VAE's 8x times the "
-                             f"patch size), e.g. {near}")
+            raise ValueError(f"{name} {v!r} must be a positive multiple of {multiple} (the VAE's spatial "
+                             f"compression times the patch size), e.g. {near}")
 
 
 def check_request(handle: VideoModel, req: VideoRequest) -> None:
@@ -93,8 +101,8 @@ def check_request(handle: VideoModel, req: VideoRequest) -> None:
 
 
 def latent_shape(handle: VideoModel, req: VideoRequest) -> tuple[int, int, int, int, int]:
-    return (1, handle.model.cfg.in_dim, latent_frame_count(req.frames), req.height // SPATIAL_COMPRESSION,
-            req.width // SPATIAL_COMPRESSION)
+    s = handle.spatial_compression
+    return (1, handle.model.cfg.in_dim, latent_frame_count(req.frames), req.height // s, req.width // s)
 
 
 def build_conditioning(handle: VideoModel, req: VideoRequest) -> Conditioning:

@@ -1,4 +1,4 @@
-"""Build models from Wan 2.1 checkpoints and save/load AlcheMinT adapters (safetensors only)."""
+"""Build models from Wan 2.1 / 2.2 checkpoints and save/load AlcheMinT adapters (safetensors only)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ from typing import Mapping
 
 import torch
 
-from .config import AdapterConfig, CheckpointError, WanConfig, infer_config, strip_prefix
+from .config import AdapterConfig, CheckpointError, WanConfig, describe_base, infer_config, strip_prefix
 from .files import SafetensorsFile, read_metadata_json, save_safetensors
 from .model import AlcheMinTAdapter, WanModel
 
@@ -55,13 +55,17 @@ def default_compute_dtype(model: WanModel, device: torch.device) -> torch.dtype:
 
 
 def load_model(path_or_state_dict, adapter=None, dtype: torch.dtype | None = None, device=None,
-               compute_dtype: torch.dtype | None = None) -> WanModel:
-    """A WanModel from a Wan 2.1 T2V checkpoint (file path or state dict; bare keys or 'model.diffusion_model.'
-    prefix; fp32/fp16/bf16/fp8-e4m3), its config read off the tensor shapes.
+               compute_dtype: torch.dtype | None = None, expert: str | None = None) -> WanModel:
+    """A WanModel from a Wan 2.1 T2V or Wan 2.2 (A14B T2V expert, TI2V 5B) checkpoint (file path or state dict; bare
+    keys or 'model.diffusion_model.' prefix; fp32/fp16/bf16/fp8-e4m3), its config read off the tensor shapes.
 
     adapter: None, an AdapterConfig (fresh adapter for training), or the path of an adapter file.
     dtype: storage dtype of the weights (None keeps the file's). Weights are assigned tensor by tensor from a
-    memory map, so no second full copy is made."""
+    memory map, so no second full copy is made.
+    expert: "high" or "low" when the file is one expert of Wan 2.2 A14B (see experts.py): adapters record the
+    expert they were trained on, and only load onto it."""
+    if expert not in (None, "high", "low"):
+        raise ValueError(f"expert {expert!r} must be 'high', 'low' or None")
     device = torch.device(device or "cpu")
     src = _Source(path_or_state_dict)
     shapes = {k: src.shape(src.prefix + k) for k in src.keys}
@@ -70,11 +74,12 @@ def load_model(path_or_state_dict, adapter=None, dtype: torch.dtype | None = Non
     adapter_file = None
     if isinstance(adapter, (str, os.PathLike)):
         adapter_file = SafetensorsFile(adapter)
-        adapter = adapter_config_of(adapter_file, cfg)
+        adapter = adapter_config_of(adapter_file, cfg, expert)
     elif adapter is None and read_metadata_json(src.metadata, "alchemint_adapter") is not None:
         adapter = AdapterConfig.from_dict(read_metadata_json(src.metadata, "alchemint_adapter"))
     with torch.device("meta"):
         model = WanModel(cfg)  # base only: nothing is allocated until the checkpoint's tensors are assigned
+    model.expert = expert
     base = {k: v for k, v in model.state_dict(keep_vars=True).items()}
     present = set(src.keys) - IGNORED_KEYS
     scale_keys = {k for k in present if k.endswith(".scale_weight") or k.endswith(".scale_input")}
@@ -134,20 +139,35 @@ def init_tag_mlp_from_text_embedding(model: WanModel) -> None:
             dst.bias.copy_(src.bias.float())
 
 
-def base_fingerprint(cfg: WanConfig) -> dict:
-    return {"dim": cfg.dim, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "text_dim": cfg.text_dim,
-            "in_dim": cfg.in_dim, "patch_size": list(cfg.patch_size)}
+def base_fingerprint(cfg: WanConfig, expert: str | None = None) -> dict:
+    """What an adapter must match in its base. A Wan 2.2 A14B expert has Wan 2.1 14B's shapes, so the expert it was
+    trained on is recorded too (absent for single models, as in files written before Wan 2.2)."""
+    d = {"dim": cfg.dim, "num_layers": cfg.num_layers, "num_heads": cfg.num_heads, "text_dim": cfg.text_dim,
+         "in_dim": cfg.in_dim, "patch_size": list(cfg.patch_size)}
+    return {**d, "expert": expert} if expert is not None else d
 
 
-def adapter_config_of(f: SafetensorsFile, base: WanConfig) -> AdapterConfig:
+def adapter_config_of(f: SafetensorsFile, base: WanConfig, expert: str | None = None) -> AdapterConfig:
     if f.metadata.get("format") != ADAPTER_FORMAT:
         raise CheckpointError(f"{f.path}: not an AlcheMinT adapter file (no '{ADAPTER_FORMAT}' header). Give a file "
                               f"saved by the AlcheMinT trainer")
-    made_for, loaded = read_metadata_json(f.metadata, "alchemint_base") or {}, base_fingerprint(base)
+    made_for, loaded = read_metadata_json(f.metadata, "alchemint_base") or {}, base_fingerprint(base, expert)
     if made_for != loaded:
-        differ = ", ".join(f"{k} {made_for.get(k)} (loaded base: {v})" for k, v in loaded.items() if made_for.get(k) != v)
-        raise CheckpointError(f"{Path(f.path).name}: this adapter was trained for a base model with {differ}. Load the "
-                              f"base it was trained on")
+        differ = ", ".join(f"{k} {made_for.get(k)} (loaded base: {loaded.get(k)})"
+                           for k in dict.fromkeys([*loaded, *made_for]) if made_for.get(k) != loaded.get(k))
+        try:
+            shape = {k: v for k, v in made_for.items() if k not in ("expert", "patch_size")}
+            trained_on = describe_base(WanConfig(**shape), made_for.get("expert"))
+        except (TypeError, ValueError):
+            trained_on = "another base"
+        fix = "Load the base it was trained on, or train an adapter for this one"
+        if made_for.get("expert") != expert and {k: v for k, v in made_for.items() if k != "expert"} == \
+                base_fingerprint(base):  # same shapes, other role: 2.1 14B vs a 2.2 A14B expert, or high vs low
+            fix = (f"Load the base it was trained on: give it as the {made_for['expert']}-noise expert's adapter"
+                   if made_for.get("expert") else "Load the base it was trained on: a Wan 2.2 expert needs an "
+                   f"adapter trained on that expert (training option expert = '{expert}')")
+        raise CheckpointError(f"{Path(f.path).name}: this adapter was trained for a base model with {differ}: "
+                              f"{trained_on}, not {describe_base(base, expert)}. {fix}")
     return AdapterConfig.from_dict(read_metadata_json(f.metadata, "alchemint_adapter"))
 
 
@@ -169,7 +189,7 @@ def save_adapter(model: WanModel, path, extra_metadata: Mapping[str, str] | None
     if model.alchemint is None:
         raise ValueError("this model has no AlcheMinT adapter to save")
     meta = {"format": ADAPTER_FORMAT, "alchemint_adapter": json.dumps(model.alchemint.cfg.to_dict()),
-            "alchemint_base": json.dumps(base_fingerprint(model.cfg)), **(extra_metadata or {})}
+            "alchemint_base": json.dumps(base_fingerprint(model.cfg, model.expert)), **(extra_metadata or {})}
     return save_safetensors(adapter_state(model, state), path, meta)
 
 

@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import X_PREDICTION_MIN_SIGMA, AdapterConfig, WanConfig
+from .config import X_PREDICTION_MIN_SIGMA, AdapterConfig, WanConfig, describe_base
 from .dense import DenseCaptions, DenseCrossAttention, DenseState, prepare_dense
 from .layers import LayerNorm, Linear, RMSNorm, attention, modulate, sinusoidal_embedding, wide
 from .references import PackedReferences, References, pack_references
@@ -163,6 +163,7 @@ class WanModel(nn.Module):
         self.alchemint = AlcheMinTAdapter(cfg, adapter) if adapter is not None else None
         self.bank = RopeBank(cfg)
         self.compute_dtype = torch.float32
+        self.expert: str | None = None  # "high"/"low" for a Wan 2.2 A14B expert (set by its loader), else None
         self.gradient_checkpointing = False
         self._video_tables: dict = {}
 
@@ -283,8 +284,8 @@ class WanModel(nn.Module):
         n_base = sum(p.numel() for n, p in self.named_parameters() if not n.startswith("alchemint."))
         n_new = sum(p.numel() for p in self.alchemint.parameters()) if self.alchemint is not None else 0
         c = self.cfg
-        lines = [f"Wan 2.1 DiT: dim {c.dim}, {c.num_layers} blocks, {c.num_heads} heads x {c.head_dim}, ffn {c.ffn_dim}, "
-                 f"text dim {c.text_dim}, patch {list(c.patch_size)}: {n_base / 1e6:.2f}M parameters"]
+        lines = [f"{describe_base(c, self.expert)}: dim {c.dim}, {c.num_layers} blocks, {c.num_heads} heads x "
+                 f"{c.head_dim}, ffn {c.ffn_dim}, text dim {c.text_dim}, patch {list(c.patch_size)}: {n_base / 1e6:.2f}M parameters"]
         if self.alchemint is not None:
             a = self.alchemint.cfg
             lines.append(f"AlcheMinT adapter: up to {a.max_refs} references, RoPE mode {a.rope_mode} "

@@ -27,7 +27,13 @@ def opt(default, help: str, **kw):
 class TrainConfig:
     cache: str = opt("", "folder made by `python -m alchemint_core cache` (training reads only this)")
     out: str = opt("", "output folder: checkpoints, metrics.csv, loss.png, the trained adapter or model")
-    base: str = opt("", "Wan 2.1 T2V checkpoint to fine-tune (.safetensors); empty: build a new model from `model`")
+    base: str = opt("", "Wan 2.1 T2V or Wan 2.2 (TI2V 5B, or one A14B expert with `expert`) checkpoint to "
+                        "fine-tune (.safetensors); empty: build a new model from `model`")
+    expert: str = opt("", "'high' or 'low' when base is one expert of Wan 2.2 A14B: noise levels are drawn only from "
+                          "the range that expert sees in sampling (high: sigma >= expert_boundary, low: below) and the "
+                          "adapter is marked for that expert; train one adapter per expert; '' = a single model")
+    expert_boundary: float = opt(0.875, "noise level where sampling hands over from the high- to the low-noise expert "
+                                        "(Wan 2.2 A14B T2V: 0.875)")
     model: dict = opt({}, "config of a new model trained from scratch (WanConfig fields), used when base is empty")
     adapter: dict = opt({}, "AlcheMinT adapter settings (AdapterConfig fields: rope_mode, w_mid, w_edge, "
                             "edge_offset, max_refs, ref_timestep, dense_captions, lora_rank, lora_alpha, ...)")
@@ -116,6 +122,12 @@ class TrainConfig:
             errors.append("give either base (a Wan checkpoint) or model (a config to train from scratch)")
         if not self.base and self.mode != "full":
             errors.append("a model trained from scratch needs mode 'full'")
+        if self.expert not in ("", "high", "low"):
+            errors.append(f"expert {self.expert!r} must be 'high', 'low' or '' (a single model)")
+        elif self.expert and not self.base:
+            errors.append("expert needs base: the Wan 2.2 A14B expert file to adapt")
+        if not (isinstance(self.expert_boundary, (int, float)) and 0 < self.expert_boundary < 1):
+            errors.append("expert_boundary must be a noise level in (0, 1) (Wan 2.2 A14B: 0.875)")
         if not isinstance(self.deepen_to, int) or isinstance(self.deepen_to, bool) or self.deepen_to < 0:
             errors.append("deepen_to must be an integer >= 0 (0 = keep the base model's depth)")
         elif self.deepen_to and (not self.base or self.mode != "full"):

@@ -87,11 +87,34 @@ class Batch:
 
 
 def sample_sigma(g: torch.Generator, cfg) -> float:
+    if getattr(cfg, "expert", ""):
+        return sample_expert_sigma(g, cfg)
     if cfg.timestep_sampling == "logit-normal":
         return float(torch.sigmoid(torch.randn((), generator=g) * cfg.logit_std + cfg.logit_mean))
     u = float(torch.rand((), generator=g))
     s = cfg.timestep_shift
     return s * u / (1 + (s - 1) * u)
+
+
+def sample_expert_sigma(g: torch.Generator, cfg) -> float:
+    """A noise level from the configured distribution conditioned on the expert's range (Wan 2.2 A14B): one uniform
+    draw mapped through the distribution's inverse CDF restricted to [lo, hi], so the expert sees the levels it meets
+    in sampling with their usual relative weights, and no draw is rejected."""
+    from .experts import expert_sigma_range
+    lo, hi = expert_sigma_range(cfg.expert, cfg.expert_boundary)
+    u = torch.rand((), generator=g, dtype=torch.float64)
+    if cfg.timestep_sampling == "logit-normal":  # sigma = sigmoid(mean + std * z), z standard normal
+        std = max(cfg.logit_std, 1e-6)
+        z_of = lambda s: (torch.logit(torch.tensor(s, dtype=torch.float64)) - cfg.logit_mean) / std
+        c_lo, c_hi = torch.special.ndtr(z_of(lo)), torch.special.ndtr(z_of(hi))
+        z = torch.special.ndtri(c_lo + u * (c_hi - c_lo))
+        sigma = float(torch.sigmoid(cfg.logit_mean + std * z))
+    else:  # sigma = s*v / (1 + (s-1)*v), v uniform: its inverse is v = sigma / (s - (s-1)*sigma)
+        s = cfg.timestep_shift
+        v_lo, v_hi = lo / (s - (s - 1) * lo), hi / (s - (s - 1) * hi)
+        v = float(v_lo + u * (v_hi - v_lo))
+        sigma = s * v / (1 + (s - 1) * v)
+    return min(max(sigma, lo), hi)
 
 
 def pad_stack(tensors: list[torch.Tensor], length: int | None = None) -> torch.Tensor:

@@ -69,7 +69,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> WanModel:
     adapter = AdapterConfig.from_dict(cfg.adapter)
     torch.manual_seed(cfg.seed)
     if cfg.base:
-        model = load_model(cfg.base, adapter=adapter, device=device, compute_dtype=torch.float32)
+        model = load_model(cfg.base, adapter=adapter, device=device, compute_dtype=torch.float32,
+                           expert=cfg.expert or None)
     else:
         model = WanModel(WanConfig.from_dict(cfg.model), adapter)
         if adapter.lora_rank:
@@ -195,6 +196,9 @@ class Trainer:
         d = self.cfg.to_dict()
         for k in ("steps", "checkpoint_every", "keep_checkpoints", "log_every", "out", "threads", "device", "compile"):
             d.pop(k)
+        if not d["expert"]:  # single-model runs: identities as before the Wan 2.2 options, so older runs resume
+            d.pop("expert")
+            d.pop("expert_boundary")
         return d
 
     def save_checkpoint(self) -> Path | None:
