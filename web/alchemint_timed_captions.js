@@ -100,7 +100,7 @@ function setupCaptions(node) {
     });
     add.disabled = state.bars.length >= K.MAX_CAPTIONS || !clip();
     if (resized && node.size && node.computeSize) {
-      node.setSize?.([node.size[0], Math.max(node.computeSize()[1], 0)]);
+      node.setSize?.([node.size[0], Math.max(node.size[1], node.computeSize()[1])]); // grow to show every row
       node.graph?.setDirtyCanvas?.(true, true);
     }
   }
