@@ -5,6 +5,7 @@ from . import bridge
 from .models import DemoModel, ModelLoader
 from .references import ReferenceLoader
 from .sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
+from .native import AlcheMinTApply, FlowSigmas, NativeConditioning, NativeMultiCFGGuider
 from .timeline import IntervalTimeline
 from .timed_captions import TimedCaptions
 from .evaluation import DemoSubjectMasks, EvaluateTiming
@@ -23,6 +24,10 @@ NODES = {
     "AlcheMinTWeRoPEConditioner": (WeRoPEConditioner, "AlcheMinT WeRoPE Conditioner"),
     "AlcheMinTMultiCFGGuider": (MultiCFGGuider, "AlcheMinT Multi-CFG Guider"),
     "AlcheMinTSampler": (Sampler, "AlcheMinT Sampler"),
+    "AlcheMinTApply": (AlcheMinTApply, "AlcheMinT Apply"),
+    "AlcheMinTNativeConditioning": (NativeConditioning, "AlcheMinT Native Conditioning"),
+    "AlcheMinTNativeMultiCFGGuider": (NativeMultiCFGGuider, "AlcheMinT Multi-CFG Guider (native)"),
+    "AlcheMinTFlowSigmas": (FlowSigmas, "AlcheMinT Flow Sigmas"),
     "AlcheMinTDatasetCache": (DatasetCache, "AlcheMinT Dataset Cache"),
     "AlcheMinTTrackSubjects": (TrackSubjects, "AlcheMinT Track Subjects"),
     "AlcheMinTDatasetWriter": (DatasetWriter, "AlcheMinT Dataset Writer"),

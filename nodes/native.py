@@ -131,9 +131,10 @@ def make_wrapper(info: NativeAdapter):
         refs = kwargs.pop(KEY, None)
         if refs is None:  # conditioning without references: the native model as it is
             return executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
-        if clip_fea is not None or time_dim_concat is not None or kwargs:
+        others = [k for k, v in kwargs.items() if v is not None]
+        if clip_fea is not None or time_dim_concat is not None or others:
             extra = ["clip vision" if clip_fea is not None else "", "Phantom subjects" if time_dim_concat is not None
-                     else ""] + list(kwargs)
+                     else ""] + others
             raise ValueError(f"{APPLY}: references cannot be combined with {', '.join(e for e in extra if e)} on the "
                              "same conditioning; remove those nodes")
         if refs.latents.shape[0] != x.shape[0]:

@@ -57,8 +57,9 @@ class ComfyServer:
     """`with ComfyServer() as server:` a ComfyUI process with a throw-away base directory holding this pack."""
 
     def __init__(self, frontend_root: str | None = None, settings: dict | None = None,
-                 model_files: dict[str, list[str]] | None = None):
+                 model_files: dict[str, list[str]] | None = None, links: dict[str, Path] | None = None):
         self.dir = comfyui_dir()
+        self.links = links or {}  # path inside the base directory -> a real file or folder linked there
         self.frontend_root = frontend_root
         self.settings = {"Comfy.TutorialCompleted": True, **(settings or {})}
         self.model_files = model_files or {}
@@ -74,6 +75,9 @@ class ComfyServer:
             for name in names:
                 (self.base / "models" / folder).mkdir(parents=True, exist_ok=True)
                 (self.base / "models" / folder / name).write_bytes(b"")
+        for rel, target in self.links.items():  # real model files, inputs or extra (test-only) node packs
+            (self.base / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.base / rel).symlink_to(Path(target).resolve())
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [os.environ.get("COMFYUI_PYTHON", sys.executable), "main.py", "--cpu", "--listen", "127.0.0.1",

@@ -1,0 +1,328 @@
+"""The native Wan path in a real ComfyUI server (issue 34 items 1-3 and the native half of 7).
+
+One small random-weight Wan 2.1 checkpoint in ComfyUI's format (dim 256 = 2 heads of 128, freq_dim 256, text_dim
+4096, keys prefixed model.diffusion_model.), a random AlcheMinT adapter for it and a tiny random Wan 2.1 VAE (ComfyUI's
+own WanVAE at dim 8, saved in its format and loaded by the native VAE Loader) are put in the models folders of a
+throw-away ComfyUI. Prompts then run ComfyUI's own nodes (Load Diffusion Model, LoRA loader, SamplerCustomAdvanced,
+KSampler, DualCFGGuider, Save Latent) around ours, and the saved latents are compared with the pack's own Sampler fed
+the same files in the same prompt.
+
+Text: Wan's umT5-XXL cannot be made tiny (ComfyUI builds it from a fixed config), so the CLIP is the test-only
+`Word Embedder (test)` node (tests/comfyui_test_nodes): a CLIP stand-in with the interface CLIP Text Encode and the
+Reference Loader call, mapping each word to a fixed random 4096-d vector. Both paths read the same CONDITIONING
+tensors, made by ComfyUI's own CLIP Text Encode node.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+import alchemint_core as ac
+from alchemint_core.loading import save_adapter
+from comfyui_harness import ComfyServer, comfyui_dir
+from conftest import randomize
+
+pytestmark = pytest.mark.comfyui
+
+HERE = Path(__file__).resolve().parent
+BASE = ac.WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=4096, freq_dim=256)
+OTHER = ac.WanConfig(dim=384, ffn_dim=512, num_heads=3, num_layers=2, text_dim=4096, freq_dim=256)
+PREFIX = "model.diffusion_model."
+TIMELINE = json.dumps({"version": 1, "subjects": [{"tag": "red ring", "start": 0.0, "end": 0.5},
+                                                  {"tag": "yellow star", "start": 0.5, "end": 1.125}]})
+LORA_RANK, LORA_ALPHA = 4, 2.0
+LORA_TARGETS = ("self_attn.q", "self_attn.v", "cross_attn.k", "ffn.0")
+
+
+def comfy_checkpoint(model: ac.WanModel, path: Path) -> Path:
+    """The base weights as ComfyUI saves a Wan diffusion model: plain keys under model.diffusion_model."""
+    save_file({PREFIX + k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("alchemint.")},
+              str(path))
+    return path
+
+
+def tiny_wan_vae(path: Path) -> Path:
+    """ComfyUI's own Wan 2.1 VAE at dim 8 (random weights), saved as its VAE Loader reads it."""
+    before = set(sys.modules)
+    sys.path.insert(0, str(comfyui_dir()))
+    try:
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
+        from comfy.ldm.wan.vae import WanVAE
+        vae = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                     temperal_downsample=[False, True, True], dropout=0.0)
+        randomize(vae, seed=21, scale=0.2)
+        save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(path))
+    finally:
+        sys.path.remove(str(comfyui_dir()))
+        root = os.path.realpath(comfyui_dir())
+        for name in set(sys.modules) - before:
+            if os.path.realpath(getattr(sys.modules[name], "__file__", None) or "").startswith(root + os.sep):
+                del sys.modules[name]
+    return path
+
+
+def reference_image(path: Path, colour, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    img = (rng.random((40, 40, 3)) * 60).astype(np.uint8)
+    img[10:30, 12:28] = colour
+    Image.fromarray(img).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("native")
+    torch.manual_seed(0)
+    base = randomize(ac.WanModel(BASE, ac.AdapterConfig(max_refs=4)), seed=1)
+    randomize(base.alchemint, seed=2, scale=0.2)
+    out = {"base": comfy_checkpoint(base, d / "wan_tiny.safetensors"),
+           "adapter": save_adapter(base, d / "adapter_tiny.safetensors")}
+    # The same base with a LoRA: the LoRA file in ComfyUI's key format, and the base with it merged in by hand.
+    lora, merged = {}, {k: v.clone() for k, v in base.state_dict().items() if not k.startswith("alchemint.")}
+    g = torch.Generator().manual_seed(3)
+    for name, module in base.blocks.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith(LORA_TARGETS):
+            a = torch.randn(LORA_RANK, module.in_features, generator=g) * 0.1
+            b = torch.randn(module.out_features, LORA_RANK, generator=g) * 0.1
+            key = f"diffusion_model.blocks.{name}"
+            lora.update({f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b, f"{key}.alpha": torch.tensor(LORA_ALPHA)})
+            merged[f"blocks.{name}.weight"] += (LORA_ALPHA / LORA_RANK) * b @ a
+    save_file(lora, str(d / "style_lora.safetensors"))
+    out["lora"] = d / "style_lora.safetensors"
+    save_file({PREFIX + k: v.contiguous() for k, v in merged.items()}, str(d / "wan_tiny_merged.safetensors"))
+    out["merged"] = d / "wan_tiny_merged.safetensors"
+    other = randomize(ac.WanModel(OTHER, ac.AdapterConfig(max_refs=4)), seed=4)
+    out["other_adapter"] = save_adapter(other, d / "adapter_for_other_base.safetensors")
+    out["vae"] = tiny_wan_vae(d / "wan_vae_tiny.safetensors")
+    out["ref_a"] = reference_image(d / "ref_a.png", (220, 30, 30), 5)
+    out["ref_b"] = reference_image(d / "ref_b.png", (230, 220, 40), 6)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(files):
+    links = {"models/diffusion_models/wan_tiny.safetensors": files["base"],
+             "models/diffusion_models/wan_tiny_merged.safetensors": files["merged"],
+             "models/alchemint/adapter_tiny.safetensors": files["adapter"],
+             "models/alchemint/adapter_for_other_base.safetensors": files["other_adapter"],
+             "models/loras/style_lora.safetensors": files["lora"],
+             "models/vae/wan_vae_tiny.safetensors": files["vae"],
+             "input/ref_a.png": files["ref_a"], "input/ref_b.png": files["ref_b"],
+             "custom_nodes/alchemint_test_nodes": HERE / "comfyui_test_nodes"}
+    with ComfyServer(links=links) as s:
+        yield s
+
+
+# -- prompts -----------------------------------------------------------------------------------------------------
+def shared_nodes(width=48, height=32, frames=9) -> dict:
+    """Text encoder, VAE, two references on a timeline and the captions: what both paths read."""
+    return {
+        "clip": {"class_type": "AlcheMinTTestWordEmbedder", "inputs": {}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "wan_vae_tiny.safetensors"}},
+        "img_a": {"class_type": "LoadImage", "inputs": {"image": "ref_a.png"}},
+        "img_b": {"class_type": "LoadImage", "inputs": {"image": "ref_b.png"}},
+        "ref_a": {"class_type": "AlcheMinTReferenceLoader",
+                  "inputs": {"image": ["img_a", 0], "tag": "red ring", "vae": ["vae", 0], "clip": ["clip", 0]}},
+        "ref_b": {"class_type": "AlcheMinTReferenceLoader",
+                  "inputs": {"image": ["img_b", 0], "tag": "yellow star", "vae": ["vae", 0], "clip": ["clip", 0],
+                             "references": ["ref_a", 0]}},
+        "timeline": {"class_type": "AlcheMinTIntervalTimeline",
+                     "inputs": {"references": ["ref_b", 0], "frames": frames, "fps": 8.0, "timeline": TIMELINE}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red ring then a yellow star on grass",
+                                                           "clip": ["clip", 0]}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["clip", 0]}},
+    }
+
+
+def native_nodes(model_from, width=48, height=32, adapter="adapter_tiny.safetensors") -> dict:
+    return {
+        "apply": {"class_type": "AlcheMinTApply", "inputs": {"model": model_from, "adapter": adapter}},
+        "ncond": {"class_type": "AlcheMinTNativeConditioning",
+                  "inputs": {"model": ["apply", 0], "timeline": ["timeline", 0], "positive": ["pos", 0],
+                             "negative": ["neg", 0], "width": width, "height": height, "batch_size": 1,
+                             "mode": "as trained", "w_mid": 1.0, "w_edge": -0.4, "edge_offset": 0.0}},
+    }
+
+
+def custom_advanced(guider, steps, shift, seed, prefix) -> dict:
+    return {
+        f"{prefix}_sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        f"{prefix}_sigmas": {"class_type": "AlcheMinTFlowSigmas", "inputs": {"steps": steps, "shift": shift}},
+        f"{prefix}_noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+        f"{prefix}_sample": {"class_type": "SamplerCustomAdvanced",
+                             "inputs": {"noise": [f"{prefix}_noise", 0], "guider": guider,
+                                        "sampler": [f"{prefix}_sampler", 0], "sigmas": [f"{prefix}_sigmas", 0],
+                                        "latent_image": ["ncond", 3]}},
+        f"{prefix}_save": {"class_type": "SaveLatent", "inputs": {"samples": [f"{prefix}_sample", 0],
+                                                                   "filename_prefix": prefix}},
+    }
+
+
+def ours_nodes(base, steps, shift, seed, ref_scale, text_scale, width=48, height=32) -> dict:
+    return {
+        "ours_model": {"class_type": "AlcheMinTModelLoader",
+                       "inputs": {"base": base, "adapter": "adapter_tiny.safetensors", "dtype": "default",
+                                  "offload_blocks": False}},
+        "ours_cond": {"class_type": "AlcheMinTWeRoPEConditioner",
+                      "inputs": {"model": ["ours_model", 0], "timeline": ["timeline", 0], "positive": ["pos", 0],
+                                 "mode": "as trained", "w_mid": 1.0, "w_edge": -0.4, "edge_offset": 0.0}},
+        "ours_guider": {"class_type": "AlcheMinTMultiCFGGuider",
+                        "inputs": {"negative": ["neg", 0], "reference_scale": ref_scale, "text_scale": text_scale,
+                                   "joint_scale": 0.0, "four_pass": False}},
+        "ours_sample": {"class_type": "AlcheMinTSampler",
+                        "inputs": {"model": ["ours_model", 0], "conditioning": ["ours_cond", 0],
+                                   "guider": ["ours_guider", 0], "width": width, "height": height, "steps": steps,
+                                   "shift": shift, "seed": seed}},
+        "ours_save": {"class_type": "SaveLatent", "inputs": {"samples": ["ours_sample", 0], "filename_prefix": "ours"}},
+    }
+
+
+def run(server: ComfyServer, prompt: dict) -> dict:
+    status, body = server.post_prompt(prompt)
+    assert status == 200, body
+    return server.wait_history(body["prompt_id"], timeout=600)
+
+
+def error_of(history: dict) -> str:
+    assert history["status"]["status_str"] == "error", history["status"]
+    err = next(m[1] for m in history["status"]["messages"] if m[0] == "execution_error")
+    return f"{err['exception_message']}" if err["exception_type"].endswith("ValueError") else \
+        f"{err['exception_type']}: {err['exception_message']}\n{''.join(err.get('traceback', []))[-3000:]}"
+
+
+def latents(server: ComfyServer, history: dict, node: str) -> torch.Tensor:
+    if history["status"]["status_str"] != "success":
+        pytest.fail(f"the prompt failed: {error_of(history)}")
+    info = history["outputs"][node]["latents"][0]
+    path = server.base / "output" / info["subfolder"] / info["filename"]
+    return load_file(str(path))["latent_tensor"]
+
+
+# -- parity ------------------------------------------------------------------------------------------------------
+STEPS, SHIFT, SEED, S_REF, S_TXT = 4, 3.0, 7, 2.0, 3.0
+
+
+def test_native_path_equals_the_packs_sampler(server):
+    """Load Diffusion Model -> AlcheMinT Apply -> SamplerCustomAdvanced (Euler, the native Multi-CFG guider, the
+    pack's schedule) gives the AlcheMinT Sampler's latents; so does ComfyUI's own DualCFGGuider fed Native
+    Conditioning's three conditionings."""
+    prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
+                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
+                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
+                                    "four_pass": False}},
+              "dual": {"class_type": "DualCFGGuider",
+                       "inputs": {"model": ["apply", 0], "cond1": ["ncond", 0], "cond2": ["ncond", 2],
+                                  "negative": ["ncond", 1], "cfg_conds": S_TXT, "cfg_cond2_negative": S_REF,
+                                  "style": "regular"}},
+              **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
+              **custom_advanced(["dual", 0], STEPS, SHIFT, SEED, "dual"),
+              **ours_nodes("wan_tiny.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT)}
+    h = run(server, prompt)
+    ours, native, dual = (latents(server, h, n) for n in ("ours_save", "native_save", "dual_save"))
+    assert ours.shape == native.shape == (1, 16, 3, 4, 6)
+    diff, dual_diff = (native - ours).abs().max().item(), (dual - ours).abs().max().item()
+    print(f"\nnative vs ours: max abs diff {diff:.3g} (latents up to {ours.abs().max():.3g}); DualCFGGuider {dual_diff:.3g}")
+    torch.testing.assert_close(native, ours, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dual, ours, rtol=1e-4, atol=1e-4)
+    # the references matter: a run without them differs by far more than the tolerance
+    assert (ours - latents(server, run(server, {**prompt, "ours_guider": {**prompt["ours_guider"], "inputs": {
+        **prompt["ours_guider"]["inputs"], "reference_scale": 0.0}}}), "ours_save")).abs().max() > 1e-2
+
+
+def test_comfyui_lora_loader_equals_our_loader_with_the_lora_merged(server):
+    """LoraLoaderModelOnly's LoRA on the native model gives the latents of our loader given the same LoRA merged
+    into the base file."""
+    prompt = {**shared_nodes(), **native_nodes(["lora", 0]),
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "lora": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["unet", 0], "strength_model": 1.0,
+                                                                       "lora_name": "style_lora.safetensors"}},
+              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
+                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
+                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
+                                    "four_pass": False}},
+              **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
+              **ours_nodes("wan_tiny_merged.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT),
+              "plain": {"class_type": "AlcheMinTSampler", "inputs": {
+                  "model": ["plain_model", 0], "conditioning": ["ours_cond", 0], "guider": ["ours_guider", 0],
+                  "width": 48, "height": 32, "steps": STEPS, "shift": SHIFT, "seed": SEED}},
+              "plain_model": {"class_type": "AlcheMinTModelLoader",
+                              "inputs": {"base": "wan_tiny.safetensors", "adapter": "adapter_tiny.safetensors",
+                                         "dtype": "default", "offload_blocks": False}},
+              "plain_save": {"class_type": "SaveLatent", "inputs": {"samples": ["plain", 0],
+                                                                     "filename_prefix": "plain"}}}
+    h = run(server, prompt)
+    ours, native, plain = (latents(server, h, n) for n in ("ours_save", "native_save", "plain_save"))
+    diff = (native - ours).abs().max().item()
+    print(f"\nwith LoRA, native vs ours (merged): max abs diff {diff:.3g}; the LoRA moves latents by "
+          f"{(ours - plain).abs().max():.3g}")
+    torch.testing.assert_close(native, ours, rtol=1e-4, atol=1e-4)
+    assert (ours - plain).abs().max() > 1e-2  # the LoRA is not a no-op
+
+
+def test_ksampler_with_another_sampler_and_plain_conditioning(server):
+    """KSampler (dpmpp_2m, simple schedule) samples the applied model from Native Conditioning; the same model
+    with plain CLIP Text Encode conditioning (no references) is the native model unchanged."""
+    prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "ks": {"class_type": "KSampler", "inputs": {
+                  "model": ["apply", 0], "seed": 3, "steps": 3, "cfg": 4.0, "sampler_name": "dpmpp_2m",
+                  "scheduler": "simple", "positive": ["ncond", 0], "negative": ["ncond", 1],
+                  "latent_image": ["ncond", 3], "denoise": 1.0}},
+              "ks_save": {"class_type": "SaveLatent", "inputs": {"samples": ["ks", 0], "filename_prefix": "ks"}},
+              "plain_applied": {"class_type": "KSampler", "inputs": {
+                  "model": ["apply", 0], "seed": 3, "steps": 3, "cfg": 4.0, "sampler_name": "dpmpp_2m",
+                  "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0],
+                  "latent_image": ["ncond", 3], "denoise": 1.0}},
+              "plain_native": {"class_type": "KSampler", "inputs": {
+                  "model": ["unet", 0], "seed": 3, "steps": 3, "cfg": 4.0, "sampler_name": "dpmpp_2m",
+                  "scheduler": "simple", "positive": ["pos", 0], "negative": ["neg", 0],
+                  "latent_image": ["ncond", 3], "denoise": 1.0}},
+              "pa_save": {"class_type": "SaveLatent", "inputs": {"samples": ["plain_applied", 0],
+                                                                  "filename_prefix": "pa"}},
+              "pn_save": {"class_type": "SaveLatent", "inputs": {"samples": ["plain_native", 0],
+                                                                  "filename_prefix": "pn"}}}
+    h = run(server, prompt)
+    ks, pa, pn = (latents(server, h, n) for n in ("ks_save", "pa_save", "pn_save"))
+    assert ks.shape == (1, 16, 3, 4, 6) and torch.isfinite(ks).all()
+    assert torch.equal(pa, pn)
+    assert (ks - pa).abs().max() > 1e-2  # the references reached the model
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+def test_adapter_for_another_base_is_refused_by_apply(server):
+    prompt = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "apply": {"class_type": "AlcheMinTApply", "inputs": {"model": ["unet", 0],
+                                                                   "adapter": "adapter_for_other_base.safetensors"}},
+              "ks": {"class_type": "PreviewAny", "inputs": {"source": ["apply", 0]}}}
+    msg = error_of(run(server, prompt))
+    assert msg.startswith("AlcheMinT Apply: adapter:") and "dim 384 (loaded base: 256)" in msg, msg
+    assert "\n" not in msg.strip()
+
+
+def test_references_on_a_model_without_apply_are_refused(server):
+    prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "ks": {"class_type": "KSampler", "inputs": {
+                  "model": ["unet", 0], "seed": 3, "steps": 2, "cfg": 4.0, "sampler_name": "euler",
+                  "scheduler": "simple", "positive": ["ncond", 0], "negative": ["ncond", 1],
+                  "latent_image": ["ncond", 3], "denoise": 1.0}},
+              "ks_save": {"class_type": "SaveLatent", "inputs": {"samples": ["ks", 0], "filename_prefix": "bad"}}}
+    msg = error_of(run(server, prompt))
+    assert "AlcheMinT Apply" in msg and "references" in msg and "\n" not in msg.strip(), msg
