@@ -90,8 +90,36 @@ def references_cond(refs: References):
     return _COND_CLASS(refs)
 
 
-def with_references(conditioning, refs: References | None, where: str):
-    """A copy of CONDITIONING whose every entry carries `refs` (None: carries none)."""
+_GUARD_CLASS = None
+
+
+def apply_guard():
+    """A HookGroup holding one hook that ComfyUI calls with the sampling MODEL before the first step (as it does for
+    every TransformerOptionsHook on conditioning): it adds nothing, and stops a run whose MODEL lacks AlcheMinT Apply
+    (whose plain Wan forward would silently ignore the references). One group per conditioning build, shared by its
+    outputs, so their conds still batch together."""
+    global _GUARD_CLASS
+    import comfy.hooks
+    if _GUARD_CLASS is None:
+        class ApplyGuard(comfy.hooks.TransformerOptionsHook):
+            def __init__(self):
+                super().__init__(transformers_dict={})
+
+            def add_hook_patches(self, model, model_options, target_dict, registered):
+                if not hasattr(model, "get_attachment") or model.get_attachment(KEY) is None:
+                    raise ValueError(f"AlcheMinT Native Conditioning: the conditioning carries references but the "
+                                     f"sampler's MODEL has no AlcheMinT adapter; connect the MODEL from {APPLY} to "
+                                     "the sampler or guider")
+                return False
+
+        _GUARD_CLASS = ApplyGuard
+    group = comfy.hooks.HookGroup()
+    group.add(_GUARD_CLASS())
+    return group
+
+
+def with_references(conditioning, refs: References | None, where: str, guard=None):
+    """A copy of CONDITIONING whose every entry carries `refs` (None: carries none) and the `guard` hooks."""
     try:
         out = []
         for emb, extra in conditioning:
@@ -101,18 +129,22 @@ def with_references(conditioning, refs: References | None, where: str):
             if refs is not None:
                 conds[KEY] = references_cond(refs)
             extra["model_conds"] = conds
+            if guard is not None:
+                mine = extra.get("hooks")
+                extra["hooks"] = guard if mine is None or mine is guard else mine.clone_and_combine(guard)
             out.append([emb, extra])
     except (TypeError, ValueError):
         raise ValueError(f"{where}: expected CONDITIONING from CLIP Text Encode") from None
     return out
 
 
-def references_on(conditioning) -> References | None:
+def references_on(conditioning) -> tuple[References | None, object]:
+    """(the references on CONDITIONING, its hooks) or (None, None)."""
     for _, extra in conditioning:
         c = extra.get("model_conds", {}).get(KEY) if isinstance(extra, dict) else None
         if c is not None:
-            return c.cond
-    return None
+            return c.cond, extra.get("hooks")
+    return None, None
 
 
 def comfy_attend(options: dict):
@@ -267,10 +299,10 @@ class NativeConditioning:
             raise ValueError(f"{where}: {err}") from None
         empty = torch.zeros(int(batch_size), info.cfg.in_dim, frames, int(height) // SPATIAL_COMPRESSION,
                             int(width) // SPATIAL_COMPRESSION)
-        dropped = refs.dropped()
-        return (with_references(positive, refs, f"{where}: positive"),
-                with_references(negative, dropped, f"{where}: negative"),
-                with_references(negative, refs, f"{where}: negative"), {"samples": empty})
+        guard = apply_guard()
+        return (with_references(positive, refs, f"{where}: positive", guard),
+                with_references(negative, refs.dropped(), f"{where}: negative", guard),
+                with_references(negative, refs, f"{where}: negative", guard), {"samples": empty})
 
 
 def multi_cfg_guider_class():
@@ -284,7 +316,7 @@ def multi_cfg_guider_class():
             self.guidance = guidance
 
         def set_conds(self, positive, negative):
-            refs = references_on(positive)
+            refs, hooks = references_on(positive)
             self.passes = list(self.guidance.coefficients(refs is not None).items())
             text = {True: positive, False: negative}
             conds = {}
@@ -293,7 +325,7 @@ def multi_cfg_guider_class():
                     conds[name(r_on, t_on)] = text[t_on]
                 else:
                     conds[name(r_on, t_on)] = with_references(text[t_on], refs if r_on else refs.dropped(),
-                                                              "AlcheMinT Multi-CFG Guider (native)")
+                                                              "AlcheMinT Multi-CFG Guider (native)", hooks)
             self.inner_set_conds(conds)
 
         def predict_noise(self, x, timestep, model_options={}, seed=None):
@@ -338,7 +370,7 @@ class NativeMultiCFGGuider:
 
     def guide(self, model, positive, negative, reference_scale, text_scale, joint_scale, four_pass):
         where = "AlcheMinT Multi-CFG Guider (native)"
-        if references_on(positive) is not None:
+        if references_on(positive)[0] is not None:
             attached(model, where)
         try:
             guidance = Guidance(float(reference_scale), float(text_scale), float(joint_scale) if four_pass else None)
