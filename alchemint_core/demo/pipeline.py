@@ -101,6 +101,16 @@ def load_demo(model_path: str | Path | None = None, encoders_path: str | Path | 
     return model, vae, text
 
 
+def default_caption(tags: list[str]) -> str:
+    """The caption of a video asked for without one: its subjects named."""
+    return " and ".join(f"a {t}" for t in tags) or "an empty scene"
+
+
+def drawn_reference(tag: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference the demo draws for a subject given without an image: its tag's shape and colour."""
+    return render_reference(np.random.default_rng([seed, len(tag)]), appearance_of(tag), SIZE, SIZE)
+
+
 class DemoPipeline:
     """The shipped tiny model with its own VAE and text encoder (behind ComfyUI's VAE/CLIP signatures)."""
 
@@ -119,8 +129,7 @@ class DemoPipeline:
         if subject.image is not None:
             mask = subject.mask if subject.mask is not None else np.ones(subject.image.shape[:2], bool)
             return subject.image, mask
-        rng = np.random.default_rng([seed, len(subject.tag)])
-        return render_reference(rng, appearance_of(subject.tag), SIZE, SIZE)
+        return drawn_reference(subject.tag, seed)
 
     def text(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         return conditioning_tensors(self.clip.encode_from_tokens_scheduled(self.clip.tokenize(prompt)))
@@ -132,7 +141,7 @@ class DemoPipeline:
                  start_frames: np.ndarray | None = None, start_sigma: float = 1.0) -> DemoResult:
         """rope_overrides: TemporalRope fields (w_mid, w_edge, edge_offset) replacing the trained ones.
         start_frames (uint8 [N, H, W, 3]) with start_sigma < 1: start from that video noised to start_sigma."""
-        prompt = prompt or " and ".join(f"a {s.tag}" for s in subjects) or "an empty scene"
+        prompt = prompt or default_caption([s.tag for s in subjects])
         changes = {**({"mode": mode} if mode else {}), **(rope_overrides or {})}
         rope = replace(self.model.alchemint.temporal_rope, **changes) if changes else None
         t0 = time.perf_counter()
