@@ -103,6 +103,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out["merged"] = d / "wan_tiny_merged.safetensors"
     other = randomize(ac.WanModel(OTHER, ac.AdapterConfig(max_refs=4)), seed=4)
     out["other_adapter"] = save_adapter(other, d / "adapter_for_other_base.safetensors")
+    wide = ac.WanConfig(**{**BASE.to_dict(), "in_dim": 48, "out_dim": 48, "patch_size": (1, 2, 2)})
+    out["adapter_48ch"] = save_adapter(randomize(ac.WanModel(wide, ac.AdapterConfig(max_refs=4)), seed=5),
+                                       d / "adapter_48ch.safetensors")
     out["vae"] = tiny_wan_vae(d / "wan_vae_tiny.safetensors")
     out["ref_a"] = reference_image(d / "ref_a.png", (220, 30, 30), 5)
     out["ref_b"] = reference_image(d / "ref_b.png", (230, 220, 40), 6)
@@ -115,6 +118,7 @@ def server(files):
              "models/diffusion_models/wan_tiny_merged.safetensors": files["merged"],
              "models/alchemint/adapter_tiny.safetensors": files["adapter"],
              "models/alchemint/adapter_for_other_base.safetensors": files["other_adapter"],
+             "models/alchemint/adapter_48ch.safetensors": files["adapter_48ch"],
              "models/loras/style_lora.safetensors": files["lora"],
              "models/vae/wan_vae_tiny.safetensors": files["vae"],
              "input/ref_a.png": files["ref_a"], "input/ref_b.png": files["ref_b"],
@@ -326,3 +330,94 @@ def test_references_on_a_model_without_apply_are_refused(server):
               "ks_save": {"class_type": "SaveLatent", "inputs": {"samples": ["ks", 0], "filename_prefix": "bad"}}}
     msg = error_of(run(server, prompt))
     assert "AlcheMinT Apply" in msg and "references" in msg and "\n" not in msg.strip(), msg
+
+
+def test_adapter_for_a_wan_2_2_ti2v_layout_is_refused_by_apply(server):
+    """An adapter made for 48-channel latents (Wan 2.2 TI2V's VAE) on a Wan 2.1 model. (Wan 2.2 A14B's experts have
+    Wan 2.1 14B's layout exactly, so no check on shapes can tell those apart.)"""
+    prompt = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "apply": {"class_type": "AlcheMinTApply", "inputs": {"model": ["unet", 0],
+                                                                   "adapter": "adapter_48ch.safetensors"}},
+              "out": {"class_type": "PreviewAny", "inputs": {"source": ["apply", 0]}}}
+    msg = error_of(run(server, prompt))
+    assert msg.startswith("AlcheMinT Apply: adapter:") and "in_dim 48 (loaded base: 16)" in msg, msg
+
+
+# -- in-process: the hosted forward on ComfyUI's own WanModel, and what Apply refuses ---------------------------
+@pytest.fixture(scope="module")
+def comfy():
+    """ComfyUI's modules imported from COMFYUI_DIR (our nodes package first: ComfyUI has a nodes.py of its own);
+    afterwards every module imported from there is forgotten and the path removed."""
+    import nodes.native  # noqa: F401
+    before = set(sys.modules)
+    root = str(comfyui_dir())
+    sys.path.insert(0, root)
+    try:
+        import comfy.cli_args
+        comfy.cli_args.args.cpu = True
+        import comfy.ldm.wan.model
+        import comfy.model_patcher
+        import comfy.ops
+        yield comfy
+    finally:
+        sys.path.remove(root)
+        for name in set(sys.modules) - before:
+            if os.path.realpath(getattr(sys.modules[name], "__file__", None) or "").startswith(
+                    os.path.realpath(root) + os.sep):
+                del sys.modules[name]
+
+
+def comfy_wan(comfy, cfg: ac.WanConfig, **kw):
+    return comfy.ldm.wan.model.WanModel(dim=cfg.dim, ffn_dim=cfg.ffn_dim, freq_dim=cfg.freq_dim, text_dim=cfg.text_dim,
+                                        num_heads=cfg.num_heads, num_layers=cfg.num_layers, cross_attn_norm=True,
+                                        operations=comfy.ops.disable_weight_init, dtype=torch.float32, **kw)
+
+
+def test_hosted_forward_on_comfyuis_wan_equals_our_model(comfy):
+    """alchemint_core.hosted through ComfyUI's WanModel modules = our WanModel, same weights: references with
+    WeRoPE, a reference slot absent in one sample (key mask), padded text (text key mask), and no references."""
+    from alchemint_core.hosted import HostedWan, host_config
+    from alchemint_core.references import References
+    cfg = ac.WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64, freq_dim=32)
+    ours = randomize(ac.WanModel(cfg, ac.AdapterConfig(max_refs=4)), seed=3).eval()
+    theirs = comfy_wan(comfy, cfg)
+    theirs.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("alchemint.")})
+    assert host_config(theirs) == cfg
+    hosted = HostedWan(theirs, ours.alchemint)
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(2, 16, 3, 8, 6, generator=g), torch.randn(2, 7, 64, generator=g)
+    t = torch.tensor([900.0, 300.0])
+    refs = References(torch.randn(2, 2, 16, 8, 6, generator=g), torch.randn(2, 2, 3, 64, generator=g),
+                      torch.tensor([[[0.0, 1.0], [1.0, 2.5]]] * 2, dtype=torch.float64),
+                      present=torch.tensor([[True, True], [True, False]]))
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    with torch.no_grad():
+        for kw in ({"refs": refs}, {"refs": replace_present(refs)}, {"refs": refs, "context_mask": mask}, {}):
+            torch.testing.assert_close(hosted(x, t, ctx, **kw), ours(x, t, ctx, **kw), rtol=1e-4, atol=1e-4)
+        assert (ours(x, t, ctx, refs=refs) - ours(x, t, ctx)).abs().max() > 1e-2
+
+
+def replace_present(refs):
+    from dataclasses import replace
+    return replace(refs, present=torch.ones_like(refs.present))
+
+
+def patcher(comfy, diffusion_model):
+    holder = torch.nn.Module()
+    holder.diffusion_model = diffusion_model
+    return comfy.model_patcher.ModelPatcher(holder, load_device=torch.device("cpu"),
+                                            offload_device=torch.device("cpu"))
+
+
+def test_apply_refuses_a_model_that_is_not_wan_text_to_video(comfy):
+    from nodes.native import AlcheMinTApply
+    cfg = ac.WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=1, text_dim=64, freq_dim=32)
+    cases = [(patcher(comfy, torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3))), "this is not a Wan model"),
+             (patcher(comfy, comfy_wan(comfy, cfg, model_type="i2v", in_dim=36)), "image-to-video"),
+             (object(), "model is not a diffusion MODEL")]
+    for model, what in cases:
+        with pytest.raises(ValueError) as err:
+            AlcheMinTApply().apply(model, "adapter_tiny.safetensors")
+        msg = str(err.value)
+        assert msg.startswith("AlcheMinT Apply:") and what in msg and "load" in msg.lower() and "\n" not in msg, msg
