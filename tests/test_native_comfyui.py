@@ -103,6 +103,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out["merged"] = d / "wan_tiny_merged.safetensors"
     other = randomize(ac.WanModel(OTHER, ac.AdapterConfig(max_refs=4)), seed=4)
     out["other_adapter"] = save_adapter(other, d / "adapter_for_other_base.safetensors")
+    with_lora = ac.WanModel(BASE, ac.AdapterConfig(max_refs=4, lora_rank=LORA_RANK, lora_alpha=LORA_ALPHA))
+    with_lora.load_state_dict(base.state_dict(), strict=False)
+    with_lora.add_lora(LORA_RANK, LORA_ALPHA, with_lora.alchemint.cfg.lora_targets)
+    randomize(with_lora.alchemint, seed=7, scale=0.2)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for name, p in with_lora.named_parameters():
+            if ".lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    out["lora_adapter"] = save_adapter(with_lora, d / "adapter_with_lora.safetensors")
     wide = ac.WanConfig(**{**BASE.to_dict(), "in_dim": 48, "out_dim": 48, "patch_size": (1, 2, 2)})
     out["adapter_48ch"] = save_adapter(randomize(ac.WanModel(wide, ac.AdapterConfig(max_refs=4)), seed=5),
                                        d / "adapter_48ch.safetensors")
@@ -119,6 +129,7 @@ def server(files):
              "models/alchemint/adapter_tiny.safetensors": files["adapter"],
              "models/alchemint/adapter_for_other_base.safetensors": files["other_adapter"],
              "models/alchemint/adapter_48ch.safetensors": files["adapter_48ch"],
+             "models/alchemint/adapter_with_lora.safetensors": files["lora_adapter"],
              "models/loras/style_lora.safetensors": files["lora"],
              "models/vae/wan_vae_tiny.safetensors": files["vae"],
              "input/ref_a.png": files["ref_a"], "input/ref_b.png": files["ref_b"],
@@ -172,10 +183,11 @@ def custom_advanced(guider, steps, shift, seed, prefix) -> dict:
     }
 
 
-def ours_nodes(base, steps, shift, seed, ref_scale, text_scale, width=48, height=32) -> dict:
+def ours_nodes(base, steps, shift, seed, ref_scale, text_scale, width=48, height=32,
+               adapter="adapter_tiny.safetensors") -> dict:
     return {
         "ours_model": {"class_type": "AlcheMinTModelLoader",
-                       "inputs": {"base": base, "adapter": "adapter_tiny.safetensors", "dtype": "default",
+                       "inputs": {"base": base, "adapter": adapter, "dtype": "default",
                                   "offload_blocks": False}},
         "ours_cond": {"class_type": "AlcheMinTWeRoPEConditioner",
                       "inputs": {"model": ["ours_model", 0], "timeline": ["timeline", 0], "positive": ["pos", 0],
@@ -275,6 +287,25 @@ def test_comfyui_lora_loader_equals_our_loader_with_the_lora_merged(server):
           f"{(ours - plain).abs().max():.3g}")
     torch.testing.assert_close(native, ours, rtol=1e-4, atol=1e-4)
     assert (ours - plain).abs().max() > 1e-2  # the LoRA is not a no-op
+
+
+def test_an_adapters_own_lora_is_applied_as_comfyui_lora_patches(server):
+    """An adapter trained with LoRA: Apply patches its deltas onto the native model's weights; the latents equal
+    our loader's, which attaches the same deltas to its own layers."""
+    prompt = {**shared_nodes(), **native_nodes(["unet", 0], adapter="adapter_with_lora.safetensors"),
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
+                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
+                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
+                                    "four_pass": False}},
+              **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
+              **ours_nodes("wan_tiny.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT,
+                           adapter="adapter_with_lora.safetensors")}
+    h = run(server, prompt)
+    ours, native = latents(server, h, "ours_save"), latents(server, h, "native_save")
+    print(f"\nadapter with its own LoRA, native vs ours: max abs diff {(native - ours).abs().max():.3g}")
+    torch.testing.assert_close(native, ours, rtol=1e-4, atol=1e-4)
 
 
 def test_ksampler_with_another_sampler_and_plain_conditioning(server):
