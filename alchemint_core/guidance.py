@@ -93,7 +93,11 @@ class Guider:
             d = positive.dense
             on = torch.tensor([t_on for (_, t_on), _ in self.passes]).repeat_interleave(b)
             ctx = d.context.repeat(len(self.passes), 1, 1, 1) * on[:, None, None, None].to(d.context)
-            self.dense = DenseCaptions(ctx, d.spans.repeat(len(self.passes), 1, 1), d.lengths.repeat(len(self.passes), 1))
+            spans = d.spans.repeat(len(self.passes), 1, 1)
+            # a text-off pass has no timed captions, as a caption-dropped training sample (train_data.dense_batch):
+            # its events lie outside the clip, so no frame gets a dense-caption signal
+            spans[~on] = torch.tensor([-2.0, -1.0], dtype=spans.dtype)
+            self.dense = DenseCaptions(ctx, spans, d.lengths.repeat(len(self.passes), 1))
         device = positive.context.device
         self.weights = torch.tensor([c for _, c in self.passes], dtype=torch.float32, device=device)
 

@@ -206,3 +206,23 @@ def test_captions_reach_a_dense_model_and_equal_the_core_generation(dense_demo):
                        negative_mask=neg[0][1]["attention_mask"].bool(), seed=3, steps=3, shift=3.0,
                        guidance=ac.Guidance(2.0, 3.0), dense=dense)
     torch.testing.assert_close(generate_video(model, req).float(), with_two, rtol=0, atol=1e-6)
+
+
+def test_the_text_off_pass_has_no_timed_captions_as_in_training():
+    """Guidance's unconditional (text-off) pass sees no dense signal, like a caption-dropped training sample; its
+    text-on pass sees the captions."""
+    from conftest import TINY, tiny_model
+    model = tiny_model(seed=1, adapter=ac.AdapterConfig(dense_captions=True))
+    randomize(model.alchemint.dense, seed=3)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(1, 16, 5, 4, 4, generator=g), torch.tensor([500.0])
+    pos, neg = torch.randn(1, 4, TINY.text_dim, generator=g), torch.randn(1, 3, TINY.text_dim, generator=g)
+    dense = ac.DenseCaptions(torch.randn(1, 2, 3, TINY.text_dim, generator=g),
+                             torch.tensor([[[0.0, 2.0], [2.0, 4.0]]], dtype=torch.float64))
+    cond = ac.Conditioning(pos, dense=dense)
+    with torch.no_grad():
+        text_off = ac.Guider(model, cond, neg, ac.Guidance(1.0, 0.0), x.shape)(x, t)  # v(0, 0) only
+        text_on = ac.Guider(model, cond, neg, ac.Guidance(1.0, 1.0), x.shape)(x, t)  # v(0, T) only
+        torch.testing.assert_close(text_off, model(x, t, neg), rtol=0, atol=0)
+        torch.testing.assert_close(text_on, model(x, t, pos, dense=dense), rtol=0, atol=0)
+        assert (model(x, t, pos, dense=dense) - model(x, t, pos)).abs().max() > 1e-4
