@@ -39,6 +39,8 @@ class Conv3d(nn.Conv3d):
 
 
 class SelfAttention(nn.Module):
+    attend = staticmethod(attention)  # (q, k, v, key_mask) -> out; hosted.py's view of a host swaps in its backend
+
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
         self.num_heads = num_heads
@@ -49,7 +51,7 @@ class SelfAttention(nn.Module):
         split = lambda t: t.unflatten(-1, (self.num_heads, -1))  # [B, L, dim] -> [B, L, H, D]
         q = apply_rope(split(self.norm_q(self.q(x))), table)
         k = apply_rope(split(self.norm_k(self.k(x))), table)
-        return self.o(attention(q, k, split(self.v(x)), key_mask))
+        return self.o(self.attend(q, k, split(self.v(x)), key_mask))
 
 
 class CrossAttention(nn.Module):
