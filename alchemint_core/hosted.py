@@ -7,7 +7,8 @@ ffn, modulation}, head, plus dim / ffn_dim / num_heads / freq_dim / text_dim / o
 AlcheMinT forward pass (reference and tag tokens, index embeddings, WeRoPE tables, clean-token modulation) runs on
 the host's modules: whatever the host does inside them (LoRA patches, fp8 or GGUF weights cast per layer, weights
 offloaded) still applies. Only the attention primitive of unmasked self-attention comes from the caller (the host's
-attention backend); cross-attention is the host's own module whenever the text needs no key mask.
+attention backend, through SelfAttention.attend); cross-attention is the host's own module whenever the text needs
+no key mask.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .files import SafetensorsFile
 from .layers import attention
 from .loading import LORA_PREFIX, adapter_config_of
 from .model import AlcheMinTAdapter, Block, CrossAttention, SelfAttention, WanModel
-from .rope import RopeBank, apply_rope
+from .rope import RopeBank
 
 # attend(q, k, v) on [B, L, H, D] -> [B, L, H*D]: the host's attention for unmasked self-attention
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -84,19 +85,21 @@ def load_adapter_file(path, base: WanConfig) -> tuple[AlcheMinTAdapter, dict[str
 
 
 class HostedSelfAttention:
-    """Self-attention of a host block with AlcheMinT's RoPE tables (any magnitude: WeRoPE) and key mask."""
+    """A host block's self-attention seen as model.py's SelfAttention (AlcheMinT's RoPE tables, of any magnitude for
+    WeRoPE, and key mask), attending with the host's backend when no key is masked."""
 
-    def __init__(self, attn, attend: Attend | None):
-        self.attn, self.attend = attn, attend
+    def __init__(self, attn, backend: Attend | None):
+        self.num_heads, self.q, self.k, self.v, self.o = attn.num_heads, attn.q, attn.k, attn.v, attn.o
+        self.norm_q, self.norm_k = attn.norm_q, attn.norm_k
+        self.backend = backend
+
+    def attend(self, q, k, v, key_mask):
+        if key_mask is not None or self.backend is None:  # padded keys: PyTorch's masked attention
+            return attention(q, k, v, key_mask)
+        return self.backend(q, k, v)
 
     def __call__(self, x: torch.Tensor, table: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        if key_mask is not None or self.attend is None:  # padded keys: PyTorch's masked attention
-            return SelfAttention.forward(self.attn, x, table, key_mask)
-        a = self.attn
-        split = lambda t: t.unflatten(-1, (a.num_heads, -1))
-        q = apply_rope(split(a.norm_q(a.q(x))), table)
-        k = apply_rope(split(a.norm_k(a.k(x))), table)
-        return a.o(self.attend(q, k, split(a.v(x))))
+        return SelfAttention.forward(self, x, table, key_mask)
 
 
 class HostedCrossAttention:
