@@ -158,6 +158,8 @@ def comfy_attend(options: dict):
 
 
 def make_wrapper(info: NativeAdapter):
+    views: dict[int, HostedWan] = {}  # one view per host model: its RoPE table cache lives across steps
+
     def wrapper(executor, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options={},
                 **kwargs):
         refs = kwargs.pop(KEY, None)
@@ -172,8 +174,11 @@ def make_wrapper(info: NativeAdapter):
         if refs.latents.shape[0] != x.shape[0]:
             raise ValueError(f"{APPLY}: references for a batch of {refs.latents.shape[0]} reached a batch of "
                              f"{x.shape[0]}; build the conditioning with AlcheMinT Native Conditioning")
-        hosted = HostedWan(executor.class_obj, info.adapter, info.cfg, attend=comfy_attend(transformer_options),
-                           options=transformer_options)
+        host = executor.class_obj
+        hosted = views.get(id(host))
+        if hosted is None or hosted.host is not host:
+            hosted = views[id(host)] = HostedWan(host, info.adapter, info.cfg)
+        hosted.attend, hosted.options = comfy_attend(transformer_options), transformer_options
         return hosted(x, timestep, context, refs=refs.to(x.device))
     return wrapper
 
