@@ -198,3 +198,25 @@ def test_server_rejects_captions_outside_the_clip_with_the_fix(server):
     assert status == 400
     assert ("Timed Captions: captions: timed caption 1 ('late'): [1, 3] s lies outside the clip [0, 2.125] s "
             "(17 frames at 8 fps); drag it inside") in json.dumps(body), body
+
+
+def test_hostile_caption_text_stays_text(server, tmp_path):
+    """Security: caption text holding markup or script is shown as text in the bars and fields; nothing runs, nothing
+    is injected into the page, no prototype is polluted."""
+    hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+    pw, ctx, page = open_page(server, tmp_path / "profile")
+    try:
+        load_workflow(page, captions_workflow())
+        value = json.dumps({"version": 1, "captions": [{"text": hostile, "start": 0, "end": 1}]})
+        value = value[:-1] + ', "__proto__": {"polluted": 1}}'
+        page.evaluate("([id, v]) => { const n = app.graph.getNodeById(id); "
+                      "n.widgets.find(w => w.name === 'captions').value = v; n.alchemintCaptions.sync(true); }",
+                      [CAPTIONS_NODE, value])
+        page.wait_for_timeout(500)
+        assert field_texts(page) == [hostile]
+        assert page.evaluate("() => [window.__pwned ?? null, ({}).polluted ?? null, "
+                             "document.querySelectorAll('img[src=\"x\"]').length, "
+                             "document.querySelectorAll('.alchemint-captions script').length]") == [None, None, 0, 0]
+        assert page.errors == []
+    finally:
+        close_page(pw, ctx)

@@ -11,6 +11,8 @@ const POLL_MS = 250;
 const ROW_PX = 26; // one text field row
 const BUTTON_PX = 26;
 const MESSAGE_PX = 18;
+const BUTTON_CSS = "font:12px sans-serif;cursor:pointer;color:#ddd;background:#333;border:1px solid #555;" +
+  "border-radius:3px;padding:1px 6px;";
 
 function widget(node, name) {
   return node.widgets?.find((w) => w.name === name);
@@ -36,7 +38,7 @@ function setupCaptions(node) {
   root.className = "alchemint-captions";
   const canvas = element("canvas", "display:block;width:100%;cursor:default;border-radius:4px;touch-action:none;");
   const list = element("div", "display:flex;flex-direction:column;gap:2px;margin-top:4px;");
-  const add = element("button", "margin-top:4px;font:12px sans-serif;cursor:pointer;", "+ caption");
+  const add = element("button", `margin-top:4px;${BUTTON_CSS}`, "+ caption");
   add.className = "alchemint-add-caption";
   add.title = "Add a caption after the last one; type what happens in that span in its field";
   const message = element("div", "font:11px sans-serif;color:#ff8080;white-space:nowrap;overflow:hidden;");
@@ -70,7 +72,7 @@ function setupCaptions(node) {
     input.maxLength = K.MAX_TEXT_CHARS;
     input.placeholder = "what happens in this span";
     input.className = "alchemint-caption-text";
-    const remove = element("button", "flex:none;font:12px sans-serif;cursor:pointer;", "✕");
+    const remove = element("button", `flex:none;${BUTTON_CSS}`, "✕");
     remove.title = "Remove this caption";
     const entry = { row, swatch, input };
     input.addEventListener("input", () => {
