@@ -59,11 +59,13 @@ def host_config(host) -> WanConfig:
         raise ValueError(f"this model lacks part of Wan's layout ({err}); load a Wan 2.1 T2V file") from None
 
 
-def load_adapter_file(path, base: WanConfig) -> tuple[AlcheMinTAdapter, dict[str, torch.Tensor]]:
-    """An adapter file for `base` -> (its new parameters as a module, its LoRA deltas under ComfyUI's key names).
-    Refused with a one-line CheckpointError when it was trained for another base or is damaged."""
+def load_adapter_file(path, base: WanConfig, expert: str | None = None
+                      ) -> tuple[AlcheMinTAdapter, dict[str, torch.Tensor]]:
+    """An adapter file for `base` (expert: "high"/"low" for a Wan 2.2 A14B expert, whose shapes are Wan 2.1 14B's)
+    -> (its new parameters as a module, its LoRA deltas under ComfyUI's key names). Refused with a one-line
+    CheckpointError when it was trained for another base or is damaged."""
     f = SafetensorsFile(path)
-    cfg: AdapterConfig = adapter_config_of(f, base)
+    cfg: AdapterConfig = adapter_config_of(f, base, expert)
     with torch.device("meta"):
         module = AlcheMinTAdapter(base, cfg)
     expected = {f"alchemint.{k}": v for k, v in module.state_dict().items()}

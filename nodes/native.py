@@ -30,6 +30,8 @@ from . import bridge
 from .models import CATEGORY
 from .sampling import MODES, TRAINED
 
+EXPERTS = {"none (Wan 2.1, Wan 2.2 TI2V)": None, "high noise (Wan 2.2 A14B)": "high",
+           "low noise (Wan 2.2 A14B)": "low"}
 KEY = "alchemint"  # wrapper, attachment and additional-model key; also the model_conds entry of the references
 APPLY = "AlcheMinT Apply"
 NATIVE = f"{CATEGORY}/native"
@@ -201,9 +203,13 @@ class AlcheMinTApply:
             "adapter": (bridge.list_files(bridge.MODEL_FOLDER), {
                 "tooltip": "AlcheMinT adapter (.safetensors in models/alchemint) trained for this base model. Its "
                            "LoRA deltas, if it has any, are applied as ComfyUI LoRA patches."}),
+        }, "optional": {
+            "expert": (list(EXPERTS), {"default": next(iter(EXPERTS)), "tooltip": "Which Wan 2.2 A14B expert this "
+                       "MODEL is (each expert has its own adapter; their files look alike, so say which). 'none' "
+                       "for a single model."}),
         }}
 
-    def apply(self, model, adapter):
+    def apply(self, model, adapter, expert=next(iter(EXPERTS))):
         import comfy.model_management as mm
         import comfy.model_patcher
         import comfy.patcher_extension
@@ -216,11 +222,14 @@ class AlcheMinTApply:
             cfg = host_config(host)
         except ValueError as err:
             raise ValueError(f"{APPLY}: model: {err}") from None
+        if expert not in EXPERTS:
+            raise ValueError(f"{APPLY}: expert '{expert}' must be one of {', '.join(EXPERTS)}")
         path = bridge.resolve(bridge.MODEL_FOLDER, adapter, f"{APPLY}: adapter")
         try:
-            module, lora = load_adapter_file(path, cfg)
+            module, lora = load_adapter_file(path, cfg, EXPERTS[expert])
         except CheckpointError as err:
-            raise ValueError(f"{APPLY}: adapter: {err}") from None
+            hint = " (the expert input says which expert this MODEL is)" if "expert" in str(err) else ""
+            raise ValueError(f"{APPLY}: adapter: {err}{hint}") from None
         m = model.clone()
         if lora:  # the adapter's own LoRA, through ComfyUI's LoRA patches like any other
             m, _ = comfy.sd.load_lora_for_models(m, None, lora, 1.0, 0)

@@ -113,6 +113,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
             if ".lora_" in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     out["lora_adapter"] = save_adapter(with_lora, d / "adapter_with_lora.safetensors")
+    high = randomize(ac.WanModel(BASE, ac.AdapterConfig(max_refs=4)), seed=9)
+    high.expert = "high"  # an adapter trained on a Wan 2.2 A14B high-noise expert (Wan 2.1's shapes)
+    out["high_adapter"] = save_adapter(high, d / "adapter_high_noise.safetensors")
     wide = ac.WanConfig(**{**BASE.to_dict(), "in_dim": 48, "out_dim": 48, "patch_size": (1, 2, 2)})
     out["adapter_48ch"] = save_adapter(randomize(ac.WanModel(wide, ac.AdapterConfig(max_refs=4)), seed=5),
                                        d / "adapter_48ch.safetensors")
@@ -129,6 +132,7 @@ def server(files):
              "models/alchemint/adapter_tiny.safetensors": files["adapter"],
              "models/alchemint/adapter_for_other_base.safetensors": files["other_adapter"],
              "models/alchemint/adapter_48ch.safetensors": files["adapter_48ch"],
+             "models/alchemint/adapter_high_noise.safetensors": files["high_adapter"],
              "models/alchemint/adapter_with_lora.safetensors": files["lora_adapter"],
              "models/loras/style_lora.safetensors": files["lora"],
              "models/vae/wan_vae_tiny.safetensors": files["vae"],
@@ -364,8 +368,7 @@ def test_references_on_a_model_without_apply_are_refused(server):
 
 
 def test_adapter_for_a_wan_2_2_ti2v_layout_is_refused_by_apply(server):
-    """An adapter made for 48-channel latents (Wan 2.2 TI2V's VAE) on a Wan 2.1 model. (Wan 2.2 A14B's experts have
-    Wan 2.1 14B's layout exactly, so no check on shapes can tell those apart.)"""
+    """An adapter made for 48-channel latents (Wan 2.2 TI2V's VAE) on a Wan 2.1 model."""
     prompt = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
                                                               "weight_dtype": "default"}},
               "apply": {"class_type": "AlcheMinTApply", "inputs": {"model": ["unet", 0],
@@ -373,6 +376,23 @@ def test_adapter_for_a_wan_2_2_ti2v_layout_is_refused_by_apply(server):
               "out": {"class_type": "PreviewAny", "inputs": {"source": ["apply", 0]}}}
     msg = error_of(run(server, prompt))
     assert msg.startswith("AlcheMinT Apply: adapter:") and "in_dim 48 (loaded base: 16)" in msg, msg
+
+
+def test_a_wan_2_2_expert_adapter_needs_its_expert(server):
+    """Wan 2.2 A14B's experts have Wan 2.1 14B's shapes, so the adapter records its expert and Apply's `expert` input
+    says which one the MODEL is: a high-noise adapter on a single (Wan 2.1) model is refused, as that expert it
+    applies."""
+    def prompt(expert):
+        return {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                                "weight_dtype": "default"}},
+                "apply": {"class_type": "AlcheMinTApply", "inputs": {
+                    "model": ["unet", 0], "adapter": "adapter_high_noise.safetensors", "expert": expert}},
+                "out": {"class_type": "PreviewAny", "inputs": {"source": ["apply", 0]}}}
+    msg = error_of(run(server, prompt("none (Wan 2.1, Wan 2.2 TI2V)")))
+    assert msg.startswith("AlcheMinT Apply: adapter:") and "expert high (loaded base: None)" in msg, msg
+    assert run(server, prompt("high noise (Wan 2.2 A14B)"))["status"]["status_str"] == "success"
+    msg = error_of(run(server, prompt("low noise (Wan 2.2 A14B)")))
+    assert "expert high (loaded base: low)" in msg, msg
 
 
 # -- in-process: the hosted forward on ComfyUI's own WanModel, and what Apply refuses ---------------------------
