@@ -262,6 +262,39 @@ def test_native_path_equals_the_packs_sampler(server):
         **prompt["ours_guider"]["inputs"], "reference_scale": 0.0}}}), "ours_save")).abs().max() > 1e-2
 
 
+def test_cfg_guider_and_the_four_pass_guider_equal_the_packs_sampler(server):
+    """ComfyUI's CFGGuider on Native Conditioning's positive/negative is the pack's guidance with equal reference and
+    text scales; the native guider's 4-pass form equals the pack's 4-pass form."""
+    def ours(prefix, ref, text, joint=None):
+        return {f"{prefix}_guider": {"class_type": "AlcheMinTMultiCFGGuider", "inputs": {
+                    "negative": ["neg", 0], "reference_scale": ref, "text_scale": text, "joint_scale": joint or 0.0,
+                    "four_pass": joint is not None}},
+                f"{prefix}_sample": {"class_type": "AlcheMinTSampler", "inputs": {
+                    "model": ["ours_model", 0], "conditioning": ["ours_cond", 0], "guider": [f"{prefix}_guider", 0],
+                    "width": 48, "height": 32, "steps": STEPS, "shift": SHIFT, "seed": SEED}},
+                f"{prefix}_save": {"class_type": "SaveLatent", "inputs": {"samples": [f"{prefix}_sample", 0],
+                                                                           "filename_prefix": prefix}}}
+    prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
+              **ours_nodes("wan_tiny.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT),
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "cfg": {"class_type": "CFGGuider", "inputs": {"model": ["apply", 0], "positive": ["ncond", 0],
+                                                            "negative": ["ncond", 1], "cfg": S_TXT}},
+              "four": {"class_type": "AlcheMinTNativeMultiCFGGuider",
+                       "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
+                                  "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 1.5,
+                                  "four_pass": True}},
+              **custom_advanced(["cfg", 0], STEPS, SHIFT, SEED, "ncfg"),
+              **custom_advanced(["four", 0], STEPS, SHIFT, SEED, "nfour"),
+              **ours("ocfg", S_TXT, S_TXT), **ours("ofour", S_REF, S_TXT, 1.5)}
+    h = run(server, prompt)
+    for native, own in (("ncfg_save", "ocfg_save"), ("nfour_save", "ofour_save")):
+        a, b = latents(server, h, native), latents(server, h, own)
+        print(f"\n{native} vs {own}: max abs diff {(a - b).abs().max():.3g}")
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert (latents(server, h, "ocfg_save") - latents(server, h, "ofour_save")).abs().max() > 1e-2
+
+
 def test_comfyui_lora_loader_equals_our_loader_with_the_lora_merged(server):
     """LoraLoaderModelOnly's LoRA on the native model gives the latents of our loader given the same LoRA merged
     into the base file."""
