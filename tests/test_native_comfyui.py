@@ -367,10 +367,18 @@ def test_ksampler_with_another_sampler_and_plain_conditioning(server):
               "pa_save": {"class_type": "SaveLatent", "inputs": {"samples": ["plain_applied", 0],
                                                                   "filename_prefix": "pa"}},
               "pn_save": {"class_type": "SaveLatent", "inputs": {"samples": ["plain_native", 0],
-                                                                  "filename_prefix": "pn"}}}
+                                                                  "filename_prefix": "pn"}},
+              "ncond2": {"class_type": "AlcheMinTNativeConditioning",  # a batch of two videos
+                         "inputs": {**native_nodes(["unet", 0])["ncond"]["inputs"], "batch_size": 2}},
+              "ks2": {"class_type": "KSampler", "inputs": {
+                  "model": ["apply", 0], "seed": 3, "steps": 3, "cfg": 4.0, "sampler_name": "dpmpp_2m",
+                  "scheduler": "simple", "positive": ["ncond2", 0], "negative": ["ncond2", 1],
+                  "latent_image": ["ncond2", 3], "denoise": 1.0}},
+              "ks2_save": {"class_type": "SaveLatent", "inputs": {"samples": ["ks2", 0], "filename_prefix": "ks2"}}}
     h = run(server, prompt)
-    ks, pa, pn = (latents(server, h, n) for n in ("ks_save", "pa_save", "pn_save"))
+    ks, pa, pn, ks2 = (latents(server, h, n) for n in ("ks_save", "pa_save", "pn_save", "ks2_save"))
     assert ks.shape == (1, 16, 3, 4, 6) and torch.isfinite(ks).all()
+    assert ks2.shape == (2, 16, 3, 4, 6) and torch.isfinite(ks2).all() and (ks2[0] - ks2[1]).abs().max() > 1e-2
     assert torch.equal(pa, pn)
     assert (ks - pa).abs().max() > 1e-2  # the references reached the model
 
@@ -505,3 +513,14 @@ def test_apply_refuses_a_model_that_is_not_wan_text_to_video(comfy):
             AlcheMinTApply().apply(model, "adapter_tiny.safetensors")
         msg = str(err.value)
         assert msg.startswith("AlcheMinT Apply:") and what in msg and "load" in msg.lower() and "\n" not in msg, msg
+
+
+def test_native_nodes_refuse_a_model_without_apply(comfy):
+    from nodes.native import NativeConditioning
+    cfg = ac.WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=1, text_dim=64, freq_dim=32)
+    plain = patcher(comfy, comfy_wan(comfy, cfg))
+    with pytest.raises(ValueError) as err:
+        NativeConditioning().encode(plain, None, [], [], 48, 32, 1, "as trained", 1.0, -0.4, 0.0)
+    msg = str(err.value)
+    assert msg.startswith("AlcheMinT Native Conditioning: this MODEL has no AlcheMinT adapter; put AlcheMinT Apply") \
+        and "\n" not in msg, msg
