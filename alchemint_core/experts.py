@@ -49,6 +49,20 @@ def expert_sigma_range(expert: str, boundary: float = WAN22_BOUNDARY) -> tuple[f
     return (boundary, 1.0) if expert == "high" else (0.0, boundary)
 
 
+def runs_high(sigma: torch.Tensor, boundary: float = WAN22_BOUNDARY) -> torch.Tensor:
+    """Whether a step starting at noise level sigma (0..1) is the high-noise expert's: the one hand-over rule."""
+    return sigma.detach().double() >= boundary
+
+
+def split_sigmas(sigmas: torch.Tensor, boundary: float = WAN22_BOUNDARY) -> tuple[torch.Tensor, torch.Tensor]:
+    """A descending schedule (steps + 1 levels) cut where sampling hands over: the first part holds the steps that
+    start at or above the boundary (the high-noise expert's), the second the rest; the cut level ends one and starts
+    the other, so two samplers chained on them take the steps one sampler with an ExpertPair takes."""
+    check_boundary(boundary)
+    k = int(runs_high(sigmas[:-1], boundary).sum())
+    return sigmas[:k + 1], sigmas[k:]
+
+
 class PackedPair(NamedTuple):
     """References embedded once per sampling run by each expert (their patch embeddings and tag MLPs differ)."""
 
@@ -88,7 +102,7 @@ class ExpertPair(nn.Module):
 
     def expert_for(self, timestep: torch.Tensor) -> str:
         """'high' or 'low' for timesteps [B] (0..1000), all on one side of the boundary as in sampling."""
-        high = (timestep.detach().double() / 1000) >= self.boundary
+        high = runs_high(timestep.detach().double() / 1000, self.boundary)
         if bool(high.any()) != bool(high.all()):
             raise ValueError(f"timesteps {timestep.tolist()} straddle the expert boundary {self.boundary}: a batch "
                              f"goes to one expert (train each expert on its own, with the training option expert)")

@@ -5,7 +5,7 @@ from . import bridge
 from .models import DemoModel, ModelLoader
 from .references import ReferenceLoader
 from .sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
-from .native import AlcheMinTApply, FlowSigmas, NativeConditioning, NativeMultiCFGGuider
+from .native import AlcheMinTApply, ExpertSigmas, FlowSigmas, NativeConditioning, NativeMultiCFGGuider
 from .timeline import IntervalTimeline
 from .timed_captions import TimedCaptions
 from .evaluation import DemoSubjectMasks, EvaluateTiming
@@ -28,6 +28,7 @@ NODES = {
     "AlcheMinTNativeConditioning": (NativeConditioning, "AlcheMinT Native Conditioning"),
     "AlcheMinTNativeMultiCFGGuider": (NativeMultiCFGGuider, "AlcheMinT Multi-CFG Guider (native)"),
     "AlcheMinTFlowSigmas": (FlowSigmas, "AlcheMinT Flow Sigmas"),
+    "AlcheMinTExpertSigmas": (ExpertSigmas, "AlcheMinT Expert Sigmas"),
     "AlcheMinTDatasetCache": (DatasetCache, "AlcheMinT Dataset Cache"),
     "AlcheMinTTrackSubjects": (TrackSubjects, "AlcheMinT Track Subjects"),
     "AlcheMinTDatasetWriter": (DatasetWriter, "AlcheMinT Dataset Writer"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from alchemint_core.config import W_MID_MAX, CheckpointError, WanConfig
+from alchemint_core.experts import WAN22_BOUNDARY, split_sigmas
 from alchemint_core.generation import SPATIAL_COMPRESSION, check_size
 from alchemint_core.guidance import Guidance
 from alchemint_core.hosted import HostedWan, host_config, load_adapter_file
@@ -419,3 +420,33 @@ class FlowSigmas:
         except ValueError as err:
             raise ValueError(f"AlcheMinT Flow Sigmas: {err}") from None
         return (sigma_schedule(int(steps), float(shift)),)
+
+
+class ExpertSigmas:
+    DESCRIPTION = ("Cuts a schedule where Wan 2.2 A14B hands over from its high-noise to its low-noise expert: run "
+                   "SamplerCustomAdvanced on high_sigmas with the high-noise model, then (Disable Noise) on "
+                   "low_sigmas with the low-noise model, the first sampler's output as the second's latent.")
+    CATEGORY = NATIVE
+    RETURN_TYPES = ("SIGMAS", "SIGMAS")
+    RETURN_NAMES = ("high_sigmas", "low_sigmas")
+    OUTPUT_TOOLTIPS = ("The steps starting at or above the boundary (the high-noise expert's).",
+                       "The steps after it (the low-noise expert's).")
+    FUNCTION = "split"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "sigmas": ("SIGMAS", {"tooltip": "The whole schedule (AlcheMinT Flow Sigmas; Wan 2.2 A14B: 40 steps, "
+                                             "shift 12)."}),
+            "boundary": ("FLOAT", {"default": WAN22_BOUNDARY, "min": 0.01, "max": 0.99, "step": 0.005,
+                                   "tooltip": "Noise level of the hand-over (Wan 2.2 A14B text-to-video: 0.875)."}),
+        }}
+
+    def split(self, sigmas, boundary):
+        if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or len(sigmas) < 2:
+            raise ValueError("AlcheMinT Expert Sigmas: sigmas must be a schedule of at least one step (SIGMAS from "
+                             "AlcheMinT Flow Sigmas or a scheduler node)")
+        try:
+            return split_sigmas(sigmas, float(boundary))
+        except ValueError as err:
+            raise ValueError(f"AlcheMinT Expert Sigmas: {err}") from None

@@ -53,7 +53,7 @@ def test_pack_registers_every_node_and_imports_cleanly(server):
                     "AlcheMinTSampler", "AlcheMinTDatasetCache", "AlcheMinTDatasetWriter", "AlcheMinTTrainer",
                     "AlcheMinTEvaluateTiming", "AlcheMinTDemoSubjectMasks", "AlcheMinTTrackSubjects",
                     "AlcheMinTTimedCaptions", "AlcheMinTApply", "AlcheMinTNativeConditioning",
-                    "AlcheMinTNativeMultiCFGGuider", "AlcheMinTFlowSigmas"}
+                    "AlcheMinTNativeMultiCFGGuider", "AlcheMinTFlowSigmas", "AlcheMinTExpertSigmas"}
     assert all(info[k]["category"].startswith("AlcheMinT") for k in ours)
     log = server.log()
     assert "comfyui-alchemint" in log and "IMPORT FAILED" not in log.split("comfyui-alchemint")[0][-200:]
