@@ -87,7 +87,7 @@ TWO_BARS = json.dumps({"version": 1, "subjects": [{"tag": "red ring", "start": 0
 
 
 def test_every_node_is_prefixed_categorised_and_has_tooltips():
-    assert len(nodes.NODE_CLASS_MAPPINGS) == 18
+    assert len(nodes.NODE_CLASS_MAPPINGS) == 19
     for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
         assert node_id.startswith("AlcheMinT") and nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("AlcheMinT ")
         assert cls.CATEGORY.startswith("AlcheMinT") and hasattr(cls, cls.FUNCTION) and cls.DESCRIPTION
