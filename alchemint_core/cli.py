@@ -21,8 +21,16 @@ from .scoring.runner import VIDEO_FORMATS
 
 
 def cmd_info(args) -> int:
-    """Print the architecture of a checkpoint, or of a standard Wan 2.1 config built without weights."""
-    if args.model:
+    """Print the architecture of a checkpoint (or of Wan 2.2 A14B's two experts), or of a standard config built
+    without weights."""
+    if args.low_noise_model:
+        from .experts import load_experts
+        if not args.model:
+            raise ValueError("--low-noise-model needs --model: the high-noise expert of the same Wan 2.2 A14B model")
+        model = load_experts(args.model, args.low_noise_model, args.adapter, args.low_noise_adapter,
+                             labels=("--model/--adapter (high-noise expert)",
+                                     "--low-noise-model/--low-noise-adapter (low-noise expert)"))
+    elif args.model:
         model = load_model(args.model, adapter=args.adapter)
     else:
         with torch.device("meta"):
@@ -650,10 +658,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     info = sub.add_parser("info", help="print a model's architecture",
-                          description="Print the architecture of a Wan 2.1 checkpoint (with an optional AlcheMinT "
-                                      "adapter), or of a standard config when no file is given.")
-    info.add_argument("--model", help="Wan 2.1 T2V diffusion-model .safetensors file (default: none, show --config)")
+                          description="Print the architecture of a Wan 2.1 / 2.2 checkpoint or Wan 2.2 A14B expert pair "
+                                      "(with optional AlcheMinT adapters), or of a standard config when no file is "
+                                      "given.")
+    info.add_argument("--model", help="Wan 2.1 T2V or Wan 2.2 (TI2V 5B; A14B: the high-noise expert) diffusion-model "
+                                      ".safetensors file (default: none, show --config)")
     info.add_argument("--adapter", help="AlcheMinT adapter .safetensors file to load on top of --model")
+    info.add_argument("--low-noise-model", help="Wan 2.2 A14B: the low-noise expert's file (--model is then the "
+                                                "high-noise expert)")
+    info.add_argument("--low-noise-adapter", help="Wan 2.2 A14B: the adapter trained on the low-noise expert")
     info.add_argument("--config", choices=["1.3b", "14b"], default="1.3b",
                       help="standard Wan 2.1 config to describe when --model is not given (default 1.3b)")
     info.set_defaults(func=cmd_info)

@@ -15,7 +15,7 @@ from alchemint_core.data.cache import CacheConfig, build_cache
 from alchemint_core.demo.pipeline import ENCODERS_FILE
 from alchemint_core.demo.train_settings import demo_config_for
 from alchemint_core.files import atomic_write
-from alchemint_core.latents import WAN21
+from alchemint_core.latents import wan_vae
 from alchemint_core.native import DemoVAE, TextEncoderAdapter, VideoEncoderAdapter
 from alchemint_core.train_config import TrainConfig
 from alchemint_core.trainer import Trainer as TrainingLoop
@@ -100,7 +100,8 @@ class DatasetCache:
         if (width == 0) != (height == 0):
             raise ValueError("Dataset Cache: give both width and height, or 0 for both to keep the videos' size")
         demo = isinstance(vae, DemoVAE)
-        latent_format = vae.latent_format if demo else WAN21
+        # ComfyUI's Wan VAEs: 16 latent channels (Wan 2.1 VAE) or 48 (Wan 2.2 VAE), each with its own statistics
+        latent_format = vae.latent_format if demo else wan_vae(getattr(vae, "latent_channels", 16))[0]
         encoder_id = f"demo:{ENCODERS_FILE}" if demo else f"comfy:{type(vae).__name__}+{type(clip).__name__}"
         cfg = CacheConfig(num_frames=frames, height=height or None, width=width or None,
                           ref_variants=reference_variants, seed=seed)

@@ -356,3 +356,19 @@ def test_a_5b_layout_model_trains_on_48_channel_latents(cache48, tmp_path):
     with pytest.raises(ValueError, match="expert needs base"):
         TrainConfig.from_dict({"cache": "c", "out": "o", "model": {"dim": 64}, "mode": "full",
                                "expert": "high"}).validate()
+
+
+def test_the_cli_reads_the_two_experts_with_their_adapters(pair_files, capsys):
+    from alchemint_core import cli
+    dm, al = pair_files["dm"], pair_files["al"]
+    code = cli.main(["info", "--model", str(dm / "wan22_tiny_high_noise.safetensors"), "--adapter",
+                     str(al / "high.safetensors"), "--low-noise-model", str(dm / "wan22_tiny_low_noise.safetensors"),
+                     "--low-noise-adapter", str(al / "low.safetensors")])
+    out = capsys.readouterr().out
+    assert code == 0 and "high-noise expert for sigma >= 0.875" in out and out.count("AlcheMinT adapter") == 2
+    code = cli.main(["info", "--model", str(dm / "wan22_tiny_high_noise.safetensors"), "--adapter",
+                     str(al / "low.safetensors"), "--low-noise-model", str(dm / "wan22_tiny_low_noise.safetensors"),
+                     "--low-noise-adapter", str(al / "low.safetensors")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("error: --model/--adapter (high-noise expert): low.safetensors"), err
+    assert "give it as the low-noise expert's adapter" in err
