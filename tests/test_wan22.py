@@ -33,7 +33,8 @@ from nodes.models import NO_ADAPTER, SINGLE_MODEL, ModelLoader
 # A 5B-layout model in small: 48 latent channels in and out, patch (1, 2, 2); head_dim 128 so the shapes say it all.
 TINY_5B = ac.WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, in_dim=48, out_dim=48, text_dim=32,
                        freq_dim=32)
-OTHER = ac.WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, text_dim=64, freq_dim=32)  # a 16-channel other size
+# another size reading 16 channels
+OTHER = ac.WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=2, text_dim=64, freq_dim=32)
 
 
 def save_plain(model: ac.WanModel, path) -> None:
@@ -168,8 +169,9 @@ def test_a_batch_across_the_boundary_is_refused(pair_files):
     x, ctx = torch.randn(2, 16, 1, 4, 4), torch.randn(2, 3, TINY.text_dim)
     with pytest.raises(ValueError, match="straddle the expert boundary 0.875"):
         pair(x, torch.tensor([900.0, 500.0]), ctx)
-    torch.testing.assert_close(pair(x, torch.tensor([875.0, 990.0]), ctx), pair.high(x, torch.tensor([875.0, 990.0]), ctx))
-    torch.testing.assert_close(pair(x, torch.tensor([874.0, 10.0]), ctx), pair.low(x, torch.tensor([874.0, 10.0]), ctx))
+    high_t, low_t = torch.tensor([875.0, 990.0]), torch.tensor([874.0, 10.0])
+    torch.testing.assert_close(pair(x, high_t, ctx), pair.high(x, high_t, ctx))
+    torch.testing.assert_close(pair(x, low_t, ctx), pair.low(x, low_t, ctx))
 
 
 def test_model_loader_loads_the_pair_and_the_5b_with_their_vaes_facts(pair_files):
