@@ -3,8 +3,8 @@
     COMFYUI_DIR=... COMFYUI_PYTHON=... python tests/make_thumbnails.py      # --wan-only: just the Wan plot
                                                                              # --only NAME: just that workflow
 
-The Wan workflow cannot run without Wan's weights, so its thumbnail is the attention plot its WeRoPE Conditioner
-draws for its timeline (computed with the Wan 2.1 1.3B RoPE bank)."""
+The Wan workflows cannot run without Wan's weights, so each one's thumbnail is the attention plot the conditioning
+draws for its timeline (computed with that model's RoPE bank: Wan 2.1 1.3B, or Wan 2.2 A14B's experts)."""
 from __future__ import annotations
 
 import json
@@ -62,20 +62,31 @@ def run(server: ComfyServer, prompt: dict) -> dict:
     return result["outputs"]
 
 
-def wan_plot() -> Image.Image:
+def wan_plot(config_name: str = "WAN21_1_3B") -> Image.Image:
     import torch
 
-    from alchemint_core.config import WAN21_1_3B, AdapterConfig
+    from alchemint_core import config as configs
+    from alchemint_core.config import AdapterConfig
     from alchemint_core.model import WanModel
     from alchemint_core.plotting import attention_profile_plot
     from alchemint_core.timeline import latent_intervals, parse_timeline
     with torch.device("meta"):
-        model = WanModel(WAN21_1_3B, AdapterConfig())
+        model = WanModel(getattr(configs, config_name), AdapterConfig())
     bars = parse_timeline(WAN_TIMELINE)
     return attention_profile_plot(model.bank, model.alchemint.temporal_rope, [b.tag for b in bars],
                                   [(b.start, b.end) for b in bars], latent_intervals(bars, 81, 16.0, 0.5), 81, 16.0,
                                   size=(720, 420))
 
+
+# Workflows that need Wan's weights: (name, model config, caption over its attention plot).
+WAN_THUMBNAILS = (
+    ("alchemint_wan21_1.3B_two_subjects", "WAN21_1_3B",
+     "Wan 2.1 1.3B, two subjects: attention each subject gets over time"),
+    ("alchemint_wan21_1.3B_native", "WAN21_1_3B",
+     "Wan 2.1 1.3B on ComfyUI's MODEL: attention each subject gets over time"),
+    ("alchemint_wan22_A14B_two_experts", "WAN22_A14B",
+     "Wan 2.2 A14B, both experts: attention each subject gets over time"),
+)
 
 RUNNABLE = ("alchemint_demo_cpu", "alchemint_timing_evaluation", "alchemint_train_demo_model",
             "alchemint_build_dataset")
@@ -84,8 +95,8 @@ RUNNABLE = ("alchemint_demo_cpu", "alchemint_timing_evaluation", "alchemint_trai
 def main(only_wan: bool = False, only: tuple[str, ...] = RUNNABLE) -> None:
     if not only_wan:
         run_workflows(only)
-    compose(Image.new("RGB", (1, 1)), wan_plot(), "Wan 2.1 1.3B, two subjects: attention each subject gets over time") \
-        .save(WORKFLOWS / "alchemint_wan21_1.3B_two_subjects.jpg", quality=88)
+    for name, config, caption in WAN_THUMBNAILS:
+        compose(Image.new("RGB", (1, 1)), wan_plot(config), caption).save(WORKFLOWS / f"{name}.jpg", quality=88)
     for p in sorted(WORKFLOWS.glob("*.jpg")):
         print(p, Image.open(p).size)
 

@@ -45,6 +45,13 @@ def slot_types(node_type: str) -> tuple[list[tuple[str, str]], list[tuple[str, s
         "PreviewAny": ([("source", "*")], []),
         "LoadVideo": ([], [("VIDEO", "VIDEO")]),
         "GetVideoComponents": ([("video", "VIDEO")], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+        "UNETLoader": ([], [("MODEL", "MODEL")]),
+        "KSamplerSelect": ([], [("SAMPLER", "SAMPLER")]),
+        "RandomNoise": ([], [("NOISE", "NOISE")]),
+        "DisableNoise": ([], [("NOISE", "NOISE")]),
+        "SamplerCustomAdvanced": ([("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"),
+                                   ("sigmas", "SIGMAS"), ("latent_image", "LATENT")],
+                                  [("output", "LATENT"), ("denoised_output", "LATENT")]),
     }
     if node_type in native:
         return native[node_type]
@@ -211,12 +218,102 @@ WAN = [
     Node(17, "PreviewImage", (1140, 500), [], {"images": (11, 1)}, size=(640, 400), title="Attention plot"),
 ]
 
+def native_subjects(first_id: int, vae: tuple[int, int], clip: tuple[int, int]) -> list[Node]:
+    """The Wan workflows' two subjects: images, Reference Loaders (ComfyUI's VAE and text encoder), timeline."""
+    i = first_id
+    return [
+        Node(i, "LoadImage", (20, 460), ["alchemint_blue_cross.png", "image"], size=(240, 330)),
+        Node(i + 1, "LoadImage", (20, 820), ["alchemint_green_triangle.png", "image"], size=(240, 330)),
+        Node(i + 2, "AlcheMinTReferenceLoader", (300, 460), ["blue cross", "transparent area (Load Image)"],
+             {"image": (i, 0), "vae": vae, "clip": clip, "mask": (i, 1)}, size=(300, 170)),
+        Node(i + 3, "AlcheMinTReferenceLoader", (300, 820), ["green triangle", "transparent area (Load Image)"],
+             {"image": (i + 1, 0), "vae": vae, "clip": clip, "mask": (i + 1, 1), "references": (i + 2, 0)},
+             size=(300, 170)),
+        Node(i + 4, "AlcheMinTIntervalTimeline", (640, 820), [81, 16.0, WAN_TIMELINE], {"references": (i + 3, 0)},
+             size=(460, 260)),
+    ]
+
+
+# Wan 2.1 on ComfyUI's own MODEL: Load Diffusion Model -> AlcheMinT Apply -> SamplerCustomAdvanced with the native
+# Multi-CFG guider (a LoRA loader may sit before or after Apply).
+WAN_NATIVE = [
+    Node(1, "UNETLoader", (20, 40), ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], size=(340, 90)),
+    Node(2, "AlcheMinTApply", (20, 160), ["alchemint_wan2.1_t2v_1.3B.safetensors", "none (Wan 2.1, Wan 2.2 TI2V)"],
+         {"model": (1, 0)}, size=(340, 100)),
+    Node(3, "VAELoader", (20, 290), ["wan_2.1_vae.safetensors"], size=(340, 60)),
+    Node(4, "CLIPLoader", (20, 370), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"], size=(340, 80)),
+    *native_subjects(5, (3, 0), (4, 0)),
+    Node(10, "CLIPTextEncode", (640, 40), ["a blue cross floats over a meadow, then a green triangle spins in"],
+         {"clip": (4, 0)}, size=(400, 150)),
+    Node(11, "CLIPTextEncode", (640, 230), ["blurry, static, low quality"], {"clip": (4, 0)}, size=(400, 150),
+         title="Negative"),
+    Node(12, "AlcheMinTNativeConditioning", (1140, 40), [832, 480, 1, "as trained", 1.0, -0.4, 0.0],
+         {"model": (2, 0), "timeline": (9, 0), "positive": (10, 0), "negative": (11, 0)}, size=(340, 290)),
+    Node(13, "AlcheMinTNativeMultiCFGGuider", (1140, 370), [2.0, 5.0, 0.0, False],
+         {"model": (2, 0), "positive": (12, 0), "negative": (12, 1)}, size=(340, 190)),
+    Node(14, "AlcheMinTFlowSigmas", (1140, 600), [40, 5.66], size=(340, 90)),
+    Node(15, "KSamplerSelect", (1140, 720), ["euler"], size=(340, 60)),
+    Node(16, "RandomNoise", (1140, 810), [0, "fixed"], size=(340, 90)),
+    Node(17, "SamplerCustomAdvanced", (1520, 40), [], {"noise": (16, 0), "guider": (13, 0), "sampler": (15, 0),
+                                                       "sigmas": (14, 0), "latent_image": (12, 3)}, size=(300, 330)),
+    Node(18, "VAEDecode", (1860, 40), [], {"samples": (17, 0), "vae": (3, 0)}, size=(200, 60)),
+    Node(19, "CreateVideo", (1860, 140), [16.0], {"images": (18, 0)}, size=(240, 80)),
+    Node(20, "SaveVideo", (2140, 40), ["video/alchemint_wan_native", "auto", "auto"], {"video": (19, 0)},
+         size=(400, 420)),
+]
+
+# Wan 2.2 A14B: the high-noise expert (with its adapter) samples down to the boundary, the low-noise one (with its
+# own) the rest; Expert Sigmas cuts the schedule, the second sampler adds no noise and continues the first's latent.
+WAN22_A14B = [
+    Node(1, "UNETLoader", (20, 40), ["wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "default"], size=(340, 90),
+         title="Load Diffusion Model (high noise)"),
+    Node(2, "AlcheMinTApply", (20, 160), ["alchemint_wan2.2_t2v_A14B_high_noise.safetensors",
+                                          "high noise (Wan 2.2 A14B)"], {"model": (1, 0)}, size=(340, 100)),
+    Node(3, "VAELoader", (20, 290), ["wan_2.1_vae.safetensors"], size=(340, 60)),
+    Node(4, "CLIPLoader", (20, 370), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"], size=(340, 80)),
+    *native_subjects(5, (3, 0), (4, 0)),
+    Node(10, "CLIPTextEncode", (640, 40), ["a blue cross floats over a meadow, then a green triangle spins in"],
+         {"clip": (4, 0)}, size=(400, 150)),
+    Node(11, "CLIPTextEncode", (640, 230), ["blurry, static, low quality"], {"clip": (4, 0)}, size=(400, 150),
+         title="Negative"),
+    Node(12, "AlcheMinTNativeConditioning", (1140, 40), [832, 480, 1, "as trained", 1.0, -0.4, 0.0],
+         {"model": (2, 0), "timeline": (9, 0), "positive": (10, 0), "negative": (11, 0)}, size=(340, 290)),
+    Node(21, "UNETLoader", (640, 420), ["wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "default"],
+         size=(340, 90), title="Load Diffusion Model (low noise)"),
+    Node(22, "AlcheMinTApply", (640, 540), ["alchemint_wan2.2_t2v_A14B_low_noise.safetensors",
+                                            "low noise (Wan 2.2 A14B)"], {"model": (21, 0)}, size=(340, 100)),
+    Node(13, "AlcheMinTNativeMultiCFGGuider", (1140, 370), [2.0, 4.0, 0.0, False],
+         {"model": (2, 0), "positive": (12, 0), "negative": (12, 1)}, size=(340, 190), title="Guider (high noise)"),
+    Node(23, "AlcheMinTNativeMultiCFGGuider", (1140, 600), [2.0, 3.0, 0.0, False],
+         {"model": (22, 0), "positive": (12, 0), "negative": (12, 1)}, size=(340, 190), title="Guider (low noise)"),
+    Node(14, "AlcheMinTFlowSigmas", (1140, 830), [40, 12.0], size=(340, 90)),
+    Node(24, "AlcheMinTExpertSigmas", (1140, 950), [0.875], {"sigmas": (14, 0)}, size=(340, 90)),
+    Node(15, "KSamplerSelect", (1140, 1070), ["euler"], size=(340, 60)),
+    Node(16, "RandomNoise", (1140, 1160), [0, "fixed"], size=(340, 90)),
+    Node(25, "DisableNoise", (1520, 420), [], size=(300, 40)),
+    Node(17, "SamplerCustomAdvanced", (1520, 40), [], {"noise": (16, 0), "guider": (13, 0), "sampler": (15, 0),
+                                                       "sigmas": (24, 0), "latent_image": (12, 3)}, size=(300, 330),
+         title="Sampler (high noise)"),
+    Node(26, "SamplerCustomAdvanced", (1520, 500), [], {"noise": (25, 0), "guider": (23, 0), "sampler": (15, 0),
+                                                        "sigmas": (24, 1), "latent_image": (17, 0)}, size=(300, 330),
+         title="Sampler (low noise)"),
+    Node(18, "VAEDecode", (1860, 40), [], {"samples": (26, 0), "vae": (3, 0)}, size=(200, 60)),
+    Node(19, "CreateVideo", (1860, 140), [16.0], {"images": (18, 0)}, size=(240, 80)),
+    Node(20, "SaveVideo", (2140, 40), ["video/alchemint_wan22_a14b", "auto", "auto"], {"video": (19, 0)},
+         size=(400, 420)),
+]
+
 WORKFLOW_BUILDS = {"alchemint_demo_cpu": DEMO, "alchemint_wan21_1.3B_two_subjects": WAN,
+                   "alchemint_wan21_1.3B_native": WAN_NATIVE, "alchemint_wan22_A14B_two_experts": WAN22_A14B,
                    "alchemint_train_demo_model": TRAIN, "alchemint_timing_evaluation": EVALUATE,
                    "alchemint_build_dataset": BUILD_DATASET}
 # Files the Wan workflow names (placeholders are enough for /prompt validation in the tests).
-WAN_MODEL_FILES = {"diffusion_models": ["wan2.1_t2v_1.3B_fp16.safetensors"],
-                   "alchemint": ["alchemint_wan2.1_t2v_1.3B.safetensors"], "vae": ["wan_2.1_vae.safetensors"],
+WAN_MODEL_FILES = {"diffusion_models": ["wan2.1_t2v_1.3B_fp16.safetensors",
+                                        "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+                                        "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"],
+                   "alchemint": ["alchemint_wan2.1_t2v_1.3B.safetensors",
+                                 "alchemint_wan2.2_t2v_A14B_high_noise.safetensors",
+                                 "alchemint_wan2.2_t2v_A14B_low_noise.safetensors"], "vae": ["wan_2.1_vae.safetensors"],
                    "text_encoders": ["umt5_xxl_fp8_e4m3fn_scaled.safetensors"]}
 
 
