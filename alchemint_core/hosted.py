@@ -39,11 +39,11 @@ def host_config(host) -> WanConfig:
     kind = getattr(host, "model_type", "t2v")
     if kind != "t2v" or getattr(host, "img_emb", None) is not None:
         raise ValueError(f"this is a Wan {kind} (image-to-video) model; AlcheMinT builds on text-to-video: load a "
-                         "wan2.1_t2v file")
+                         "wan2.1_t2v or wan2.2_t2v file")
     if any(getattr(host, n, None) is not None for n in ("vace_blocks", "control_adapter", "audio_injector",
                                                          "ref_conv")):
         raise ValueError(f"this is a Wan variant ({type(host).__name__}: VACE, camera, sound or reference-conv "
-                         "model); AlcheMinT builds on the plain text-to-video model: load a wan2.1_t2v file")
+                         "model); AlcheMinT builds on the plain text-to-video model: load a wan2.1_t2v or wan2.2_t2v file")
     w = host.patch_embedding.weight
     in_dim = int(w.shape[1])
     if in_dim != int(host.out_dim):
@@ -56,7 +56,7 @@ def host_config(host) -> WanConfig:
                          patch_size=tuple(int(p) for p in host.patch_size), eps=float(host.eps),
                          cross_attn_norm=bool(host.cross_attn_norm)).validate()
     except (AttributeError, TypeError) as err:
-        raise ValueError(f"this model lacks part of Wan's layout ({err}); load a Wan 2.1 T2V file") from None
+        raise ValueError(f"this model lacks part of Wan's layout ({err}); load a Wan 2.1 or 2.2 text-to-video file") from None
 
 
 def load_adapter_file(path, base: WanConfig, expert: str | None = None

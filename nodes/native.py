@@ -16,11 +16,11 @@ import torch
 
 from alchemint_core.config import W_MID_MAX, CheckpointError, WanConfig
 from alchemint_core.experts import WAN22_BOUNDARY, split_sigmas
-from alchemint_core.generation import SPATIAL_COMPRESSION, check_size
+from alchemint_core.generation import check_size
 from alchemint_core.guidance import Guidance
 from alchemint_core.hosted import HostedWan, host_config, load_adapter_file
 from alchemint_core.intervals import latent_frame_count
-from alchemint_core.latents import LatentFormat
+from alchemint_core.latents import LatentFormat, wan_vae
 from alchemint_core.model import AlcheMinTAdapter
 from alchemint_core.references import References
 from alchemint_core.rope import TemporalRope
@@ -51,7 +51,8 @@ def diffusion_model(model, where: str):
     """The diffusion model inside a MODEL, or a one-line error naming `where`."""
     inner = getattr(getattr(model, "model", None), "diffusion_model", None)
     if inner is None:
-        raise ValueError(f"{where}: model is not a diffusion MODEL; connect Load Diffusion Model (a Wan 2.1 T2V file)")
+        raise ValueError(f"{where}: model is not a diffusion MODEL; connect Load Diffusion Model (a Wan 2.1 or 2.2 "
+                         "text-to-video file)")
     return inner
 
 
@@ -199,8 +200,8 @@ class AlcheMinTApply:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "A Wan 2.1 text-to-video MODEL from Load Diffusion Model (LoRA loaders "
-                                           "may come before or after this node)."}),
+            "model": ("MODEL", {"tooltip": "A Wan 2.1 or 2.2 text-to-video MODEL from Load Diffusion Model (LoRA "
+                                           "loaders may come before or after this node)."}),
             "adapter": (bridge.list_files(bridge.MODEL_FOLDER), {
                 "tooltip": "AlcheMinT adapter (.safetensors in models/alchemint) trained for this base model. Its "
                            "LoRA deltas, if it has any, are applied as ComfyUI LoRA patches."}),
@@ -278,9 +279,9 @@ class NativeConditioning:
                                                      "tags."}),
             "negative": ("CONDITIONING", {"tooltip": "The negative caption (CLIP Text Encode; may be empty)."}),
             "width": ("INT", {"default": 832, "min": 16, "max": 4096, "step": 16, "tooltip": "Video width in "
-                              "pixels, a multiple of 16 for Wan 2.1."}),
+                              "pixels, a multiple of 16 for Wan 2.1 (32 for Wan 2.2 TI2V 5B)."}),
             "height": ("INT", {"default": 480, "min": 16, "max": 4096, "step": 16, "tooltip": "Video height in "
-                               "pixels, a multiple of 16 for Wan 2.1."}),
+                               "pixels, a multiple of 16 for Wan 2.1 (32 for Wan 2.2 TI2V 5B)."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos per run (same "
                                                                                  "references)."}),
             "mode": (MODES, {"default": TRAINED, "tooltip": "How reference tokens are placed in time ('as "
@@ -301,7 +302,8 @@ class NativeConditioning:
             raise ValueError(f"{where}: mode '{mode}' must be one of {', '.join(MODES)}")
         try:
             rope = None if mode == TRAINED else TemporalRope(mode, float(w_mid), float(w_edge), float(edge_offset))
-            check_size(int(height), int(width), SPATIAL_COMPRESSION * info.cfg.patch_size[1])
+            spatial = wan_vae(info.cfg.in_dim)[1]  # 8x (Wan 2.1 VAE), 16x (Wan 2.2 VAE, TI2V 5B's 48 channels)
+            check_size(int(height), int(width), spatial * info.cfg.patch_size[1])
             frames = latent_frame_count(timeline.frames)
             subjects = list(timeline.references.subjects)
             if len(subjects) > info.adapter.cfg.max_refs:
@@ -312,8 +314,7 @@ class NativeConditioning:
                                    info.adapter.cfg.min_half_length, rope)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
-        empty = torch.zeros(int(batch_size), info.cfg.in_dim, frames, int(height) // SPATIAL_COMPRESSION,
-                            int(width) // SPATIAL_COMPRESSION)
+        empty = torch.zeros(int(batch_size), info.cfg.in_dim, frames, int(height) // spatial, int(width) // spatial)
         guard = apply_guard()
         return (with_references(positive, refs, f"{where}: positive", guard),
                 with_references(negative, refs.dropped(), f"{where}: negative", guard),

@@ -5,6 +5,10 @@ weights. `Word Embedder (test)` is a CLIP stand-in with the interface the native
 encode_from_tokens, encode_from_tokens_scheduled): every word is a fixed random 4096-d vector (seeded by a hash of
 the word), one token per word, so CLIP Text Encode and the Reference Loader give real, text-dependent
 CONDITIONING of Wan's width, identical for the native path and the pack's own.
+
+Likewise the Wan 2.2 VAE (48 latent channels, 16x) exists only at full size (705M parameters; ComfyUI fixes its
+width). `Patch VAE 48 (test)` stands in for it where only its encoder's interface matters (the Reference Loader's
+references for a TI2V 5B model): each 16x16 pixel patch of a frame projected to 48 channels by a fixed random matrix.
 """
 import zlib
 
@@ -47,5 +51,36 @@ class WordEmbedder:
         return (WordCLIP(),)
 
 
-NODE_CLASS_MAPPINGS = {"AlcheMinTTestWordEmbedder": WordEmbedder}
-NODE_DISPLAY_NAME_MAPPINGS = {"AlcheMinTTestWordEmbedder": "Word Embedder (test)"}
+class PatchVAE48:
+    """encode(pixels [T, H, W, 3] in [0, 1]) -> [1, 48, T, H/16, W/16], as ComfyUI's Wan 2.2 VAE shapes one image."""
+
+    latent_channels, spacial = 48, 16
+
+    def __init__(self):
+        self.proj = torch.randn(3 * self.spacial ** 2, self.latent_channels,
+                                generator=torch.Generator().manual_seed(48)) / self.spacial
+
+    def encode(self, pixels):
+        t, h, w, c = pixels.shape
+        s = self.spacial
+        patches = pixels[..., :3].reshape(t, h // s, s, w // s, s, 3).permute(0, 1, 3, 2, 4, 5).reshape(
+            t, h // s, w // s, s * s * 3)
+        return (patches * 2 - 1).matmul(self.proj).permute(3, 0, 1, 2)[None]
+
+
+class PatchVAELoader:
+    CATEGORY = "_for_testing"
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def load(self):
+        return (PatchVAE48(),)
+
+
+NODE_CLASS_MAPPINGS = {"AlcheMinTTestWordEmbedder": WordEmbedder, "AlcheMinTTestPatchVAE48": PatchVAELoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"AlcheMinTTestWordEmbedder": "Word Embedder (test)",
+                              "AlcheMinTTestPatchVAE48": "Patch VAE 48 (test)"}
