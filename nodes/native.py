@@ -11,10 +11,12 @@ ComfyUI is imported inside the functions, so the pack imports without it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
 from alchemint_core.config import W_MID_MAX, CheckpointError, WanConfig
+from alchemint_core.dense import DenseCaptions
 from alchemint_core.experts import WAN22_BOUNDARY, split_sigmas
 from alchemint_core.generation import check_size
 from alchemint_core.guidance import Guidance
@@ -29,7 +31,7 @@ from alchemint_core.subjects import encode_subjects, make_references
 
 from . import bridge
 from .models import CATEGORY
-from .sampling import MODES, TRAINED
+from .sampling import MODES, TRAINED, timed_dense
 
 EXPERTS = {"none (Wan 2.1, Wan 2.2 TI2V)": None, "high noise (Wan 2.2 A14B)": "high",
            "low noise (Wan 2.2 A14B)": "low"}
@@ -94,6 +96,39 @@ def references_cond(refs: References):
     return _COND_CLASS(refs)
 
 
+_DENSE_CLASS = None
+DENSE_KEY = "alchemint_dense"  # the model_conds entry of timed captions (the positive caption's only)
+
+
+def dense_cond(dense: DenseCaptions):
+    """Timed captions as a model condition: repeated to each batch; conds concatenate only when their captions have
+    the same shape (else ComfyUI runs them as separate passes)."""
+    global _DENSE_CLASS
+    if _DENSE_CLASS is None:
+        import comfy.conds
+
+        class CONDDense(comfy.conds.CONDRegular):
+            def process_cond(self, batch_size, **kwargs):
+                d, n = self.cond, batch_size // self.cond.context.shape[0]
+                return self._copy_with(DenseCaptions(d.context.repeat(n, 1, 1, 1), d.spans.repeat(n, 1, 1),
+                                                     d.lengths.repeat(n, 1)))
+
+            def can_concat(self, other):
+                b = getattr(other, "cond", None)
+                return isinstance(b, DenseCaptions) and self.cond.context.shape[1:] == b.context.shape[1:]
+
+            def concat(self, others):
+                parts = [self.cond] + [o.cond for o in others]
+                return DenseCaptions(torch.cat([d.context for d in parts]), torch.cat([d.spans for d in parts]),
+                                     torch.cat([d.lengths for d in parts]))
+
+            def size(self):
+                return list(self.cond.context.shape)
+
+        _DENSE_CLASS = CONDDense
+    return _DENSE_CLASS(dense)
+
+
 _GUARD_CLASS = None
 
 
@@ -122,8 +157,9 @@ def apply_guard():
     return group
 
 
-def with_references(conditioning, refs: References | None, where: str, guard=None):
-    """A copy of CONDITIONING whose every entry carries `refs` (None: carries none) and the `guard` hooks."""
+def with_references(conditioning, refs: References | None, where: str, guard=None, dense: DenseCaptions | None = None):
+    """A copy of CONDITIONING whose every entry carries `refs` (None: carries none), the `guard` hooks and, when
+    given, the timed captions `dense`."""
     try:
         out = []
         for emb, extra in conditioning:
@@ -132,6 +168,8 @@ def with_references(conditioning, refs: References | None, where: str, guard=Non
             conds.pop(KEY, None)
             if refs is not None:
                 conds[KEY] = references_cond(refs)
+            if dense is not None:
+                conds[DENSE_KEY] = dense_cond(dense)
             extra["model_conds"] = conds
             if guard is not None:
                 mine = extra.get("hooks")
@@ -166,8 +204,8 @@ def make_wrapper(info: NativeAdapter):
 
     def wrapper(executor, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options={},
                 **kwargs):
-        refs = kwargs.pop(KEY, None)
-        if refs is None:  # conditioning without references: the native model as it is
+        refs, dense = kwargs.pop(KEY, None), kwargs.pop(DENSE_KEY, None)
+        if refs is None and dense is None:  # conditioning without references: the native model as it is
             return executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
         others = [k for k, v in kwargs.items() if v is not None]
         if clip_fea is not None or time_dim_concat is not None or others:
@@ -175,15 +213,19 @@ def make_wrapper(info: NativeAdapter):
                      else ""] + others
             raise ValueError(f"{APPLY}: references cannot be combined with {', '.join(e for e in extra if e)} on the "
                              "same conditioning; remove those nodes")
-        if refs.latents.shape[0] != x.shape[0]:
-            raise ValueError(f"{APPLY}: references for a batch of {refs.latents.shape[0]} reached a batch of "
-                             f"{x.shape[0]}; build the conditioning with AlcheMinT Native Conditioning")
+        for what, n in (("references", None if refs is None else refs.latents.shape[0]),
+                        ("timed captions", None if dense is None else dense.context.shape[0])):
+            if n is not None and n != x.shape[0]:
+                raise ValueError(f"{APPLY}: {what} for a batch of {n} reached a batch of {x.shape[0]}; build the "
+                                 "conditioning with AlcheMinT Native Conditioning")
         host = executor.class_obj
         hosted = views.get(id(host))
         if hosted is None or hosted.host is not host:
             hosted = views[id(host)] = HostedWan(host, info.adapter, info.cfg)
         hosted.attend, hosted.options = comfy_attend(transformer_options), transformer_options
-        return hosted(x, timestep, context, refs=refs.to(x.device))
+        if dense is not None:
+            dense = DenseCaptions(dense.context.to(x.device), dense.spans.to(x.device), dense.lengths.to(x.device))
+        return hosted(x, timestep, context, refs=None if refs is None else refs.to(x.device), dense=dense)
     return wrapper
 
 
@@ -292,12 +334,22 @@ class NativeConditioning:
                                  "WeRoPE weight of the two edges, negative (mode werope only)."}),
             "edge_offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 8.0, "step": 0.25, "tooltip": "WeRoPE "
                                       "edges this many latent frames outside the interval (werope only)."}),
+        }, "optional": {
+            "timed_captions": ("ALCHEMINT_TIMED_CAPTIONS", {"tooltip": "Per-event captions with their times, from "
+                               "AlcheMinT Timed Captions (the same frames and fps as the timeline); they ride on "
+                               "positive only. For adapters trained with dense captions."}),
         }}
 
     def encode(self, model, timeline, positive, negative, width, height, batch_size, mode, w_mid, w_edge,
-               edge_offset):
+               edge_offset, timed_captions=None):
         where = "AlcheMinT Native Conditioning"
         info = attached(model, where)
+        dense = None
+        if timed_captions is not None:
+            taker = SimpleNamespace(alchemint=info.adapter, cfg=info.cfg)  # what check_model_takes reads
+            dense = timed_dense(taker, timeline, timed_captions, f"{where}: timed_captions")
+            dense = DenseCaptions(dense.context.repeat(int(batch_size), 1, 1, 1),
+                                  dense.spans.repeat(int(batch_size), 1, 1), dense.lengths.repeat(int(batch_size), 1))
         if mode not in MODES:
             raise ValueError(f"{where}: mode '{mode}' must be one of {', '.join(MODES)}")
         try:
@@ -316,7 +368,7 @@ class NativeConditioning:
             raise ValueError(f"{where}: {err}") from None
         empty = torch.zeros(int(batch_size), info.cfg.in_dim, frames, int(height) // spatial, int(width) // spatial)
         guard = apply_guard()
-        return (with_references(positive, refs, f"{where}: positive", guard),
+        return (with_references(positive, refs, f"{where}: positive", guard, dense),
                 with_references(negative, refs.dropped(), f"{where}: negative", guard),
                 with_references(negative, refs, f"{where}: negative", guard), {"samples": empty})
 

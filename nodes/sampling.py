@@ -102,20 +102,21 @@ class WeRoPEConditioner:
                   for bar, (a, b) in zip(timeline.bars, timeline.intervals)]
         plot = attention_profile_plot(model.model.bank, shown, [b.tag for b in timeline.bars], timeline.intervals,
                                       latent, timeline.frames, timeline.fps)
-        dense = None if timed_captions is None else timed_dense(model, timeline, timed_captions)
+        dense = None if timed_captions is None else timed_dense(model.model, timeline, timed_captions,
+                                                                "WeRoPE Conditioner: timed_captions")
         return (AlcheMinTConditioning(timeline, emb, mask, rope, dense), image_tensor(plot))
 
 
-def timed_dense(model: VideoModel, timeline: Timeline, captions: EncodedCaptions) -> DenseCaptions:
-    """The dense branch's input, checked against the model and the timeline's clip."""
-    where = "WeRoPE Conditioner: timed_captions"
+def timed_dense(model, timeline: Timeline, captions: EncodedCaptions, where: str) -> DenseCaptions:
+    """The dense branch's input for `model` (anything with .alchemint and .cfg), checked against it and the
+    timeline's clip; errors start with `where`."""
     if (captions.frames, captions.fps) != (timeline.frames, timeline.fps):
         raise ValueError(f"{where} are laid out on {captions.frames} frames at {captions.fps:g} fps but the Interval "
                          f"Timeline's clip is {timeline.frames} frames at {timeline.fps:g} fps; set the same frames "
                          "and fps on the Timed Captions node")
     dense = captions.dense()
     try:
-        check_model_takes(model.model, dense, leave_out="disconnect the Timed Captions node")
+        check_model_takes(model, dense, leave_out="disconnect the Timed Captions node")
     except TimedCaptionError as err:
         raise ValueError(f"{where}: {err}") from None
     return dense

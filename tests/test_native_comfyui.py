@@ -119,6 +119,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     wide = ac.WanConfig(**{**BASE.to_dict(), "in_dim": 48, "out_dim": 48, "patch_size": (1, 2, 2)})
     out["adapter_48ch"] = save_adapter(randomize(ac.WanModel(wide, ac.AdapterConfig(max_refs=4)), seed=5),
                                        d / "adapter_48ch.safetensors")
+    dense = randomize(ac.WanModel(BASE, ac.AdapterConfig(max_refs=4, dense_captions=True)), seed=10)
+    dense.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("alchemint.")},
+                          strict=False)
+    randomize(dense.alchemint, seed=11, scale=0.2)  # the dense branch's zero-initialised output made random too
+    out["dense_adapter"] = save_adapter(dense, d / "adapter_dense.safetensors")
     out["vae"] = tiny_wan_vae(d / "wan_vae_tiny.safetensors")
     out["ref_a"] = reference_image(d / "ref_a.png", (220, 30, 30), 5)
     out["ref_b"] = reference_image(d / "ref_b.png", (230, 220, 40), 6)
@@ -134,6 +139,7 @@ def server(files):
              "models/alchemint/adapter_48ch.safetensors": files["adapter_48ch"],
              "models/alchemint/adapter_high_noise.safetensors": files["high_adapter"],
              "models/alchemint/adapter_with_lora.safetensors": files["lora_adapter"],
+             "models/alchemint/adapter_dense.safetensors": files["dense_adapter"],
              "models/loras/style_lora.safetensors": files["lora"],
              "models/vae/wan_vae_tiny.safetensors": files["vae"],
              "input/ref_a.png": files["ref_a"], "input/ref_b.png": files["ref_b"],
@@ -381,6 +387,57 @@ def test_ksampler_with_another_sampler_and_plain_conditioning(server):
     assert ks2.shape == (2, 16, 3, 4, 6) and torch.isfinite(ks2).all() and (ks2[0] - ks2[1]).abs().max() > 1e-2
     assert torch.equal(pa, pn)
     assert (ks - pa).abs().max() > 1e-2  # the references reached the model
+
+
+CAPTIONS = json.dumps({"version": 1, "captions": [{"text": "the ring rolls in", "start": 0.0, "end": 0.5},
+                                                  {"text": "a star spins", "start": 0.5, "end": 1.125}]})
+
+
+def test_timed_captions_on_the_native_path_equal_the_packs_sampler(server):
+    """Timed Captions into Native Conditioning (riding on positive only) give the latents of the WeRoPE Conditioner
+    with the same captions through the pack's Sampler, for an adapter trained with dense captions."""
+    captions = {"class_type": "AlcheMinTTimedCaptions", "inputs": {"clip": ["clip", 0], "frames": 9, "fps": 8.0,
+                                                                    "captions": CAPTIONS}}
+    prompt = {**shared_nodes(), **native_nodes(["unet", 0], adapter="adapter_dense.safetensors"),
+              "captions": captions,
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
+                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
+                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
+                                    "four_pass": False}},
+              **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
+              **ours_nodes("wan_tiny.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT,
+                           adapter="adapter_dense.safetensors")}
+    prompt["ncond"]["inputs"]["timed_captions"] = ["captions", 0]
+    with_captions = {**prompt, "ours_cond": {**prompt["ours_cond"], "inputs": {
+        **prompt["ours_cond"]["inputs"], "timed_captions": ["captions", 0]}}}
+    h = run(server, with_captions)
+    ours, native = latents(server, h, "ours_save"), latents(server, h, "native_save")
+    h0 = run(server, {**prompt, "ncond": native_nodes(["unet", 0], adapter="adapter_dense.safetensors")["ncond"]})
+    without = latents(server, h0, "native_save")
+    print(f"\ntimed captions, native vs ours: max abs diff {(native - ours).abs().max():.3g}; the captions move "
+          f"latents by {(native - without).abs().max():.3g}")
+    torch.testing.assert_close(native, ours, rtol=1e-4, atol=1e-4)
+    assert (native - without).abs().max() > 1e-2
+
+
+def test_timed_captions_on_a_model_without_a_dense_branch_are_refused(server):
+    prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
+              "captions": {"class_type": "AlcheMinTTimedCaptions", "inputs": {
+                  "clip": ["clip", 0], "frames": 9, "fps": 8.0, "captions": CAPTIONS}},
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "default"}},
+              "out": {"class_type": "PreviewAny", "inputs": {"source": ["ncond", 3]}}}
+    prompt["ncond"]["inputs"]["timed_captions"] = ["captions", 0]
+    msg = error_of(run(server, prompt))
+    assert msg.startswith("AlcheMinT Native Conditioning: timed_captions: this model has no dense-caption branch") \
+        and "disconnect the Timed Captions node" in msg and "\n" not in msg.strip(), msg
+    prompt["captions"]["inputs"]["frames"] = 17  # laid out on another clip than the timeline's
+    prompt["unet"] = {**prompt["unet"]}
+    prompt["apply"]["inputs"]["adapter"] = "adapter_dense.safetensors"
+    msg = error_of(run(server, prompt))
+    assert "timed_captions are laid out on 17 frames at 8 fps but the Interval Timeline's clip is 9 frames" in msg, msg
 
 
 # -- bad input ---------------------------------------------------------------------------------------------------
