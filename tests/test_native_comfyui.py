@@ -119,6 +119,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     wide = ac.WanConfig(**{**BASE.to_dict(), "in_dim": 48, "out_dim": 48, "patch_size": (1, 2, 2)})
     out["adapter_48ch"] = save_adapter(randomize(ac.WanModel(wide, ac.AdapterConfig(max_refs=4)), seed=5),
                                        d / "adapter_48ch.safetensors")
+    # The base as Load Diffusion Model's fp8_e4m3fn stores it (every weight but the patch embedding, which ComfyUI
+    # keeps in float32), brought back to float32: what an fp8 run computes with.
+    fp8 = {k: v if k.startswith("patch_embedding") else v.to(torch.float8_e4m3fn).float()
+           for k, v in base.state_dict().items() if not k.startswith("alchemint.")}
+    save_file({PREFIX + k: v.contiguous() for k, v in fp8.items()}, str(d / "wan_tiny_fp8_values.safetensors"))
+    out["fp8_values"] = d / "wan_tiny_fp8_values.safetensors"
     dense = randomize(ac.WanModel(BASE, ac.AdapterConfig(max_refs=4, dense_captions=True)), seed=10)
     dense.load_state_dict({k: v for k, v in base.state_dict().items() if not k.startswith("alchemint.")},
                           strict=False)
@@ -134,6 +140,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def server(files):
     links = {"models/diffusion_models/wan_tiny.safetensors": files["base"],
              "models/diffusion_models/wan_tiny_merged.safetensors": files["merged"],
+             "models/diffusion_models/wan_tiny_fp8_values.safetensors": files["fp8_values"],
              "models/alchemint/adapter_tiny.safetensors": files["adapter"],
              "models/alchemint/adapter_for_other_base.safetensors": files["other_adapter"],
              "models/alchemint/adapter_48ch.safetensors": files["adapter_48ch"],
@@ -330,6 +337,34 @@ def test_comfyui_lora_loader_equals_our_loader_with_the_lora_merged(server):
           f"{(ours - plain).abs().max():.3g}")
     torch.testing.assert_close(native, ours, rtol=1e-4, atol=1e-4)
     assert (ours - plain).abs().max() > 1e-2  # the LoRA is not a no-op
+
+
+def test_fp8_weights_of_load_diffusion_model_are_what_the_native_path_computes_with(server):
+    """Load Diffusion Model with weight_dtype fp8_e4m3fn: ComfyUI's layers cast their fp8 weights per call, and the
+    hosted forward runs through those layers, so the latents equal the pack's Sampler on the same weights rounded
+    to fp8 (and differ from the full-precision run by far more)."""
+    prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
+              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
+                                                              "weight_dtype": "fp8_e4m3fn"}},
+              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
+                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
+                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
+                                    "four_pass": False}},
+              **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
+              **ours_nodes("wan_tiny_fp8_values.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT),
+              "full": {"class_type": "AlcheMinTSampler", "inputs": {
+                  "model": ["full_model", 0], "conditioning": ["ours_cond", 0], "guider": ["ours_guider", 0],
+                  "width": 48, "height": 32, "steps": STEPS, "shift": SHIFT, "seed": SEED}},
+              "full_model": {"class_type": "AlcheMinTModelLoader",
+                             "inputs": {"base": "wan_tiny.safetensors", "adapter": "adapter_tiny.safetensors",
+                                        "dtype": "default", "offload_blocks": False}},
+              "full_save": {"class_type": "SaveLatent", "inputs": {"samples": ["full", 0], "filename_prefix": "full"}}}
+    h = run(server, prompt)
+    ours, native, full = (latents(server, h, n) for n in ("ours_save", "native_save", "full_save"))
+    print(f"\nfp8 weights, native vs ours on fp8-rounded weights: max abs diff {(native - ours).abs().max():.3g}; "
+          f"fp8 rounding moves latents by {(ours - full).abs().max():.3g}")
+    torch.testing.assert_close(native, ours, rtol=1e-4, atol=1e-4)
+    assert (ours - full).abs().max() > 1e-2
 
 
 def test_an_adapters_own_lora_is_applied_as_comfyui_lora_patches(server):
