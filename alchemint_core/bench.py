@@ -19,9 +19,9 @@ from typing import Callable
 
 import torch
 
-from .config import AdapterConfig, WanConfig
-from .model import WanModel
-from .references import References
+from .model.config import AdapterConfig, WanConfig
+from .model.references import References
+from .model.transformer import WanModel
 
 # A mid-size Wan-layout model: big enough that matrix multiplies dominate as on a real model, small enough for a
 # CPU run of a few minutes. head_dim 128 as Wan.
@@ -144,7 +144,7 @@ def reference_overhead(latent_thw=(5, 16, 16), counts=(0, 1, 2, 4, 8), repeat: i
 
 def guidance_batching(latent_thw=(5, 16, 16), refs: int = 2, repeat: int = 5) -> Figure:
     """One batched 3-pass multi-CFG step against the same three passes run one after another."""
-    from .guidance import Conditioning, Guidance, Guider
+    from .sampling.guidance import Conditioning, Guidance, Guider
     model = random_model(MID)
     x, ts, ctx, r = random_inputs(model, latent_thw, refs)
     negative = torch.randn_like(ctx)  # same length as the caption, as text encoders pad them
@@ -253,7 +253,7 @@ def touch_pages(t: torch.Tensor) -> int:
 
 def _load_child(path: str) -> None:
     """Child side of `loading`: load_model with every weight's pages touched, then a raw read of the file."""
-    from .loading import load_model
+    from .model.loading import load_model
     size = os.path.getsize(path)
     base = rss_bytes()
     reset_peak_rss()
@@ -360,8 +360,8 @@ def demo_training(steps: int = 12, batch: int = 8) -> Figure:
     from .demo.pipeline import ENCODERS_FILE
     from .demo.train_settings import demo_config_for
     from .encoders import load_encoders
-    from .train_config import TrainConfig
-    from .trainer import Trainer
+    from .training.config import TrainConfig
+    from .training.trainer import Trainer
     with tempfile.TemporaryDirectory() as tmp:
         data = write_demo_dataset(Path(tmp) / "data", samples=batch * 2)
         vae, text = load_encoders(ENCODERS_FILE)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from .config import WAN21_14B, WAN21_1_3B, AdapterConfig, CheckpointError
 from .data.curate.backends.models import MODEL_FOLDERS
 from .data.curate.pipeline import BACKENDS
 from .files import check_writable
-from .loading import load_model
-from .memory import OutOfMemory
-from .model import WanModel
+from .model.config import WAN21_1_3B, WAN21_14B, AdapterConfig, CheckpointError
+from .model.loading import load_model
+from .model.memory import OutOfMemory
+from .model.transformer import WanModel
 from .scoring.runner import VIDEO_FORMATS
 
 
@@ -24,7 +24,7 @@ def cmd_info(args) -> int:
     """Print the architecture of a checkpoint (or of Wan 2.2 A14B's two experts), or of a standard config built
     without weights."""
     if args.low_noise_model:
-        from .experts import load_experts
+        from .model.experts import load_experts
         if not args.model:
             raise ValueError("--low-noise-model needs --model: the high-noise expert of the same Wan 2.2 A14B model")
         model = load_experts(args.model, args.low_noise_model, args.adapter, args.low_noise_adapter,
@@ -44,7 +44,7 @@ STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bf
 
 def cmd_convert(args) -> int:
     """Rewrite a full AlcheMinT model file with its weights stored in another dtype (the header is kept)."""
-    from .loading import save_model
+    from .model.loading import save_model
     src, dst = Path(args.input), Path(args.output)
     if src.resolve() == dst.resolve():
         raise ValueError("convert: write to a new file (OUTPUT must differ from INPUT)")
@@ -75,8 +75,8 @@ def parse_overrides(pairs: list[str], into: dict | None = None) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .train_config import TrainConfig, read_config_file
-    from .trainer import Trainer
+    from .training.config import TrainConfig, read_config_file
+    from .training.trainer import Trainer
     values = parse_overrides(args.set, read_config_file(args.config) if args.config else {})
     cfg = TrainConfig.from_dict(values)
     decoder = None
@@ -92,7 +92,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .trainer import export_checkpoint
+    from .training.trainer import export_checkpoint
     path, step, kind = export_checkpoint(args.run, args.out, raw=args.raw)
     print(f"step {step}, {kind} weights: {path}")
     return 0
@@ -289,8 +289,8 @@ def add_demo_sampling_options(parser: argparse.ArgumentParser) -> None:
 def demo_sampling(args):
     """The Guidance of a demo command, with its steps and shift checked: before any work."""
     from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS
-    from .guidance import Guidance
-    from .sampling import check_steps_shift
+    from .sampling.flow import check_steps_shift
+    from .sampling.guidance import Guidance
     check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
     try:
         return Guidance(ref_scale=args.ref_scale, text_scale=args.text_scale)
@@ -324,12 +324,12 @@ def cmd_evaluate(args) -> int:
     import time
 
     from .demo.evaluate import (ABLATIONS, always_present, check_other_shapes, check_prompt_sizes, heldout_prompts,
-                                load_detector, load_prompts, markdown_table, score, through_vae, validate_detector,
-                                write_results)
+                                 load_detector, load_prompts, markdown_table, score, through_vae, validate_detector,
+                                 write_results)
     from .demo.pipeline import MODEL_FILE, DemoPipeline, encoders_for
     from .encoders import load_encoders
     from .native import DemoVAE
-    from .sampling import check_start_sigma
+    from .sampling.flow import check_start_sigma
     torch.set_num_threads(args.threads or torch.get_num_threads())
     guidance = demo_sampling(args)  # checked, like the prompts, before the detector is validated
     try:
@@ -679,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--dtype", choices=list(STORAGE_DTYPES), default="fp16", help="storage dtype (default fp16)")
     conv.set_defaults(func=cmd_convert)
 
-    from .train_config import options_help
+    from .training.config import options_help
     train = sub.add_parser("train", help="train an AlcheMinT adapter, LoRA or full model on a cache",
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            description="Train with flow matching on an encoded cache. Runs as one process or under "

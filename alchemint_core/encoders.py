@@ -21,10 +21,10 @@ from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import nn
 
-from .config import CheckpointError
 from .files import SafetensorsFile, save_safetensors
-from .intervals import latent_frame_count
-from .latents import LatentFormat, identity_format
+from .model.config import CheckpointError
+from .model.latents import LatentFormat, identity_format
+from .sampling.intervals import latent_frame_count
 
 
 class VideoEncoder(Protocol):

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import mmap
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import Mapping
 import torch
 from safetensors.torch import save_file
 
-from .config import CheckpointError
+from .model.config import CheckpointError
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:

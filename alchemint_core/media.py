@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .files import atomic_write
-from .plotting import PALETTE
+from .sampling.plotting import PALETTE
 
 VIDEO_SUFFIXES = (".mp4", ".webp", ".gif")
 
@@ -41,8 +41,9 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float, scale: int = 1
 
 
 def _write_mp4(frames: np.ndarray, path: str, fps: float) -> None:
-    import av
     from fractions import Fraction
+
+    import av
     h, w = frames.shape[1:3]
     with av.open(path, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4",

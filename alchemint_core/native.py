@@ -17,8 +17,8 @@ import torch
 from einops import rearrange
 
 from .encoders import TinyTextEncoder, TinyVideoVAE
-from .intervals import latent_frame_count
-from .latents import LatentFormat
+from .model.latents import LatentFormat
+from .sampling.intervals import latent_frame_count
 
 
 class DemoVAE:

@@ -2,15 +2,15 @@
 from pathlib import Path
 
 from . import bridge
+from .curation import TrackSubjects
+from .evaluation import DemoSubjectMasks, EvaluateTiming
 from .models import DemoModel, ModelLoader
+from .native import AlcheMinTApply, ExpertSigmas, FlowSigmas, NativeConditioning, NativeMultiCFGGuider
 from .references import ReferenceLoader
 from .sampling import MultiCFGGuider, Sampler, WeRoPEConditioner
-from .native import AlcheMinTApply, ExpertSigmas, FlowSigmas, NativeConditioning, NativeMultiCFGGuider
-from .timeline import IntervalTimeline
 from .timed_captions import TimedCaptions
-from .evaluation import DemoSubjectMasks, EvaluateTiming
+from .timeline import IntervalTimeline
 from .training import AdapterTrainer, DatasetCache, DatasetWriter
-from .curation import TrackSubjects
 
 bridge.register_model_folder()
 bridge.install_example_inputs(Path(__file__).resolve().parent.parent / "workflows" / "inputs")

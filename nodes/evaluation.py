@@ -15,9 +15,9 @@ from alchemint_core.data.curate.backends.models import require_transformers
 from alchemint_core.data.dataset import DatasetError
 from alchemint_core.demo.detector import colour_track
 from alchemint_core.demo.pipeline import appearance_of
+from alchemint_core.sampling.subjects import image_array
 from alchemint_core.scoring.identity import ClipEmbedder, masked_crop
 from alchemint_core.scoring.subjects import COLUMNS, score_subject, summarise
-from alchemint_core.subjects import image_array
 
 from . import bridge
 from .curation import CURATION_FOLDER, curation_models

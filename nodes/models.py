@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 
 from alchemint_core.demo.pipeline import MODEL_FILE, load_demo
-from alchemint_core.config import CheckpointError
-from alchemint_core.experts import WAN22_BOUNDARY, load_experts
-from alchemint_core.generation import VideoModel, wan_video_model
-from alchemint_core.loading import default_compute_dtype, load_model
+from alchemint_core.model.config import CheckpointError
+from alchemint_core.model.experts import WAN22_BOUNDARY, load_experts
+from alchemint_core.model.loading import default_compute_dtype, load_model
 from alchemint_core.native import DemoCLIP, DemoVAE
+from alchemint_core.sampling.generation import VideoModel, wan_video_model
 
 from . import bridge
 

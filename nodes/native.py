@@ -2,7 +2,7 @@
 
 - AlcheMinT Apply: a cloned ModelPatcher with the adapter as an additional model (ComfyUI loads and frees it with
   the base), its LoRA deltas as ordinary weight patches, and a DIFFUSION_MODEL wrapper that, for conditioning that
-  carries references, runs alchemint_core.hosted's forward through the native model's own modules.
+  carries references, runs alchemint_core.model.hosted's forward through the native model's own modules.
 - AlcheMinT Native Conditioning: the timeline's references ride on CONDITIONING (in its model_conds, as ComfyUI's
   own extra conditions do), so KSampler, SamplerCustomAdvanced, CFGGuider and DualCFGGuider carry them.
 - AlcheMinT Multi-CFG Guider (native): the pack's guidance as a GUIDER; AlcheMinT Flow Sigmas: the pack's schedule.
@@ -15,19 +15,19 @@ from types import SimpleNamespace
 
 import torch
 
-from alchemint_core.config import W_MID_MAX, CheckpointError, WanConfig
-from alchemint_core.dense import DenseCaptions
-from alchemint_core.experts import WAN22_BOUNDARY, split_sigmas
-from alchemint_core.generation import check_size
-from alchemint_core.guidance import Guidance
-from alchemint_core.hosted import HostedWan, host_config, load_adapter_file
-from alchemint_core.intervals import latent_frame_count
-from alchemint_core.latents import LatentFormat, wan_vae
-from alchemint_core.model import AlcheMinTAdapter
-from alchemint_core.references import References
-from alchemint_core.rope import TemporalRope
-from alchemint_core.sampling import DEFAULT_SHIFT, check_steps_shift, sigma_schedule
-from alchemint_core.subjects import encode_subjects, make_references
+from alchemint_core.model.config import W_MID_MAX, CheckpointError, WanConfig
+from alchemint_core.model.dense import DenseCaptions
+from alchemint_core.model.experts import WAN22_BOUNDARY, split_sigmas
+from alchemint_core.model.hosted import HostedWan, host_config, load_adapter_file
+from alchemint_core.model.latents import LatentFormat, wan_vae
+from alchemint_core.model.references import References
+from alchemint_core.model.rope import TemporalRope
+from alchemint_core.model.transformer import AlcheMinTAdapter
+from alchemint_core.sampling.flow import DEFAULT_SHIFT, check_steps_shift, sigma_schedule
+from alchemint_core.sampling.generation import check_size
+from alchemint_core.sampling.guidance import Guidance
+from alchemint_core.sampling.intervals import latent_frame_count
+from alchemint_core.sampling.subjects import encode_subjects, make_references
 
 from . import bridge
 from .models import CATEGORY

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from alchemint_core.data.dataset import short
-from alchemint_core.subjects import Subject, make_subject
+from alchemint_core.sampling.subjects import Subject, make_subject
 
 from .models import CATEGORY
 

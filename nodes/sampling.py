@@ -9,15 +9,15 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from alchemint_core.config import W_MID_MAX
-from alchemint_core.dense import DenseCaptions
-from alchemint_core.generation import VideoModel, VideoRequest, generate_video
-from alchemint_core.guidance import Guidance
-from alchemint_core.intervals import interval_to_latent
+from alchemint_core.model.config import W_MID_MAX
+from alchemint_core.model.dense import DenseCaptions
+from alchemint_core.model.rope import TemporalRope
 from alchemint_core.native import conditioning_tensors
-from alchemint_core.plotting import attention_profile_plot
-from alchemint_core.rope import TemporalRope
-from alchemint_core.timed_captions import EncodedCaptions, TimedCaptionError, check_model_takes
+from alchemint_core.sampling.generation import VideoModel, VideoRequest, generate_video
+from alchemint_core.sampling.guidance import Guidance
+from alchemint_core.sampling.intervals import interval_to_latent
+from alchemint_core.sampling.plotting import attention_profile_plot
+from alchemint_core.sampling.timed_captions import EncodedCaptions, TimedCaptionError, check_model_takes
 
 from . import bridge
 from .models import CATEGORY

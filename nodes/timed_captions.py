@@ -1,8 +1,8 @@
 """Timed Captions: per-event captions with start and end times, edited as bars on a timeline widget (web/)."""
 from __future__ import annotations
 
-from alchemint_core.timed_captions import (TimedCaptionError, check_against_clip, encode_timed_captions,
-                                           parse_timed_captions)
+from alchemint_core.sampling.timed_captions import (TimedCaptionError, check_against_clip, encode_timed_captions,
+                                                     parse_timed_captions)
 
 from .models import CATEGORY
 

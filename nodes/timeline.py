@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alchemint_core.timeline import (Bar, TimelineError, check_against_clip, default_timeline,
-                                     parse_timeline)
+from alchemint_core.sampling.timeline import Bar, TimelineError, check_against_clip, default_timeline, parse_timeline
 
 from .models import CATEGORY
 from .references import ReferenceChain

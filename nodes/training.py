@@ -15,10 +15,10 @@ from alchemint_core.data.cache import CacheConfig, build_cache
 from alchemint_core.demo.pipeline import ENCODERS_FILE
 from alchemint_core.demo.train_settings import demo_config_for
 from alchemint_core.files import atomic_write
-from alchemint_core.latents import wan_vae
+from alchemint_core.model.latents import wan_vae
 from alchemint_core.native import DemoVAE, TextEncoderAdapter, VideoEncoderAdapter
-from alchemint_core.train_config import TrainConfig
-from alchemint_core.trainer import Trainer as TrainingLoop
+from alchemint_core.training.config import TrainConfig
+from alchemint_core.training.trainer import Trainer as TrainingLoop
 
 from . import bridge
 from .models import CATEGORY
@@ -256,8 +256,7 @@ class DatasetWriter:
         }}
 
     def write(self, frames, fps, caption, dataset, sample, tag_1, mask_1, timed_captions="", **more):
-        from alchemint_core.data.dataset import DatasetError, entity_interval, frames_to_seconds, mentions
-        from alchemint_core.data.dataset import write_sample
+        from alchemint_core.data.dataset import DatasetError, entity_interval, frames_to_seconds, mentions, write_sample
         from alchemint_core.media import strip_image
         folder = output_root() / "datasets" / check_name(dataset, "Dataset Writer: dataset") / \
             check_name(sample, "Dataset Writer: sample")

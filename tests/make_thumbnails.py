@@ -66,10 +66,10 @@ def wan_plot(config_name: str = "WAN21_1_3B") -> Image.Image:
     import torch
 
     from alchemint_core import config as configs
-    from alchemint_core.config import AdapterConfig
-    from alchemint_core.model import WanModel
-    from alchemint_core.plotting import attention_profile_plot
-    from alchemint_core.timeline import latent_intervals, parse_timeline
+    from alchemint_core.model.config import AdapterConfig
+    from alchemint_core.model.transformer import WanModel
+    from alchemint_core.sampling.plotting import attention_profile_plot
+    from alchemint_core.sampling.timeline import latent_intervals, parse_timeline
     with torch.device("meta"):
         model = WanModel(getattr(configs, config_name), AdapterConfig())
     bars = parse_timeline(WAN_TIMELINE)

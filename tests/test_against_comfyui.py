@@ -70,9 +70,9 @@ def test_evaluate_timing_clip_i_through_comfyuis_own_clip_vision(comfy_wan, tmp_
 
     from alchemint_core.demo.data import FPS, example_video
     from alchemint_core.scoring.identity import masked_crop
-    from alchemint_core.subjects import Subject
+    from alchemint_core.sampling.subjects import Subject
     from alchemint_core.synthetic import render_reference
-    from alchemint_core.timeline import Bar
+    from alchemint_core.sampling.timeline import Bar
     from conftest import randomize
     sys.path.remove(COMFYUI_DIR)  # ComfyUI has a nodes.py of its own: our nodes package is imported without it
     try:

@@ -25,7 +25,7 @@ from alchemint_core import cli
 from alchemint_core.demo.data import write_demo_dataset
 from alchemint_core.demo.pipeline import ENCODERS_FILE, MODEL_FILE, WEIGHTS
 from alchemint_core.encoders import TinyVideoVAE, load_encoders, save_encoders
-from alchemint_core.loading import save_adapter
+from alchemint_core.model.loading import save_adapter
 from alchemint_core.synthetic import Appearance, render_reference
 from conftest import TINY, tiny_model
 from nodes import bridge

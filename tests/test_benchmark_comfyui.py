@@ -13,7 +13,7 @@ from PIL import Image
 
 from alchemint_core import cli
 from alchemint_core.data.dataset import DatasetError, read_video
-from alchemint_core.guidance import Guidance
+from alchemint_core.sampling.guidance import Guidance
 from alchemint_core.scoring.benchmark import load_benchmark
 from alchemint_core.scoring.comfyui_client import ComfyUIClient
 from alchemint_core.scoring.comfyui_graph import (OUTPUT_NODE, GraphSubject, graph_problems, item_graph, load_spec,

@@ -52,8 +52,8 @@ def test_curate_recovers_the_generators_intervals_and_masks(tmp_path):
     from alchemint_core.data.cache import CacheConfig, build_cache
     from alchemint_core.demo.pipeline import ENCODERS_FILE
     from alchemint_core.encoders import load_encoders
-    from alchemint_core.train_config import TrainConfig
-    from alchemint_core.trainer import Trainer
+    from alchemint_core.training.config import TrainConfig
+    from alchemint_core.training.trainer import Trainer
     from training_fixtures import train_config
     vae, text = load_encoders(ENCODERS_FILE)
     cached = build_cache(tmp_path / "curated_png", tmp_path / "cache", vae, text, CacheConfig(num_frames=9),

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from alchemint_core.config import CheckpointError
+from alchemint_core.model.config import CheckpointError
 from alchemint_core.encoders import TinyTextEncoder, TinyVideoVAE, load_encoders, save_encoders
 from alchemint_core.files import SafetensorsFile, save_safetensors
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import alchemint_core as ac
-from alchemint_core.dense import event_frames, rerope_positions
+from alchemint_core.model.dense import event_frames, rerope_positions
 from conftest import TINY, randomize, tiny_model
 
 

@@ -3,8 +3,8 @@ on its halves run each step on the expert the pack's own ExpertPair runs it on."
 import pytest
 import torch
 
-from alchemint_core.experts import WAN22_BOUNDARY, runs_high, split_sigmas
-from alchemint_core.sampling import sigma_schedule
+from alchemint_core.model.experts import WAN22_BOUNDARY, runs_high, split_sigmas
+from alchemint_core.sampling.flow import sigma_schedule
 from nodes.native import ExpertSigmas
 
 

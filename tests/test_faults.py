@@ -21,9 +21,9 @@ from alchemint_core.data.cache import CacheConfig, build_cache, complete_shard
 from alchemint_core.demo.data import write_demo_dataset
 from alchemint_core.demo.pipeline import ENCODERS_FILE, DemoPipeline, Subject
 from alchemint_core.encoders import load_encoders
-from alchemint_core.memory import OutOfMemory
-from alchemint_core.train_config import TrainConfig
-from alchemint_core.trainer import Trainer
+from alchemint_core.model.memory import OutOfMemory
+from alchemint_core.training.config import TrainConfig
+from alchemint_core.training.trainer import Trainer
 from conftest import ROOT, TINY, tiny_model
 from training_fixtures import make_cache, train_config
 
@@ -191,7 +191,7 @@ import sys, torch
 sys.path.insert(0, {root!r})
 from conftest import TINY, tiny_model
 import alchemint_core as ac
-from alchemint_core.loading import save_adapter
+from alchemint_core.model.loading import save_adapter
 model = tiny_model(adapter=ac.AdapterConfig())
 for version in range(1, 10**6):
     with torch.no_grad():

@@ -8,11 +8,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from alchemint_core.config import ROPE_MODES
+from alchemint_core.model.config import ROPE_MODES
 from alchemint_core.demo.pipeline import parse_subject
-from alchemint_core.intervals import IntervalError, interval_to_latent, latent_frame_count
-from alchemint_core.rope import (RopeBank, TemporalRope, apply_rope, attention_profile, reference_tables,
-                                 temporal_multiplier)
+from alchemint_core.sampling.intervals import IntervalError, interval_to_latent, latent_frame_count
+from alchemint_core.model.rope import (RopeBank, TemporalRope, apply_rope, attention_profile, reference_tables,
+                                       temporal_multiplier)
 from conftest import TINY
 
 anything = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**9, 10**9), st.booleans(),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import alchemint_core as ac
-from alchemint_core.config import infer_config
+from alchemint_core.model.config import infer_config
 from conftest import ROOT, TINY, manifest, tiny_model
 from wan_oracle import wan_forward
 
@@ -157,7 +157,7 @@ def test_x_prediction_turns_the_heads_clean_estimate_into_the_velocity():
     floored at 0.05, so samplers, guidance and the loss stay in velocity."""
     import dataclasses
 
-    from alchemint_core.config import X_PREDICTION_MIN_SIGMA
+    from alchemint_core.model.config import X_PREDICTION_MIN_SIGMA
     v_model = tiny_model(seed=4)
     x_model = ac.WanModel(dataclasses.replace(TINY, prediction="x")).eval()
     x_model.load_state_dict(v_model.state_dict())

@@ -27,7 +27,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import alchemint_core as ac
-from alchemint_core.loading import save_adapter
+from alchemint_core.model.loading import save_adapter
 from comfyui_harness import ComfyServer, comfyui_dir
 from conftest import randomize
 
@@ -559,10 +559,10 @@ def comfy_wan(comfy, cfg: ac.WanConfig, **kw):
 
 
 def test_hosted_forward_on_comfyuis_wan_equals_our_model(comfy):
-    """alchemint_core.hosted through ComfyUI's WanModel modules = our WanModel, same weights: references with
+    """alchemint_core.model.hosted through ComfyUI's WanModel modules = our WanModel, same weights: references with
     WeRoPE, a reference slot absent in one sample (key mask), padded text (text key mask), and no references."""
-    from alchemint_core.hosted import HostedWan, host_config
-    from alchemint_core.references import References
+    from alchemint_core.model.hosted import HostedWan, host_config
+    from alchemint_core.model.references import References
     cfg = ac.WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64, freq_dim=32)
     ours = randomize(ac.WanModel(cfg, ac.AdapterConfig(max_refs=4)), seed=3).eval()
     theirs = comfy_wan(comfy, cfg)

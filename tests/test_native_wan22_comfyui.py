@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import alchemint_core as ac
-from alchemint_core.experts import runs_high
-from alchemint_core.loading import save_adapter
-from alchemint_core.sampling import sigma_schedule
+from alchemint_core.model.experts import runs_high
+from alchemint_core.model.loading import save_adapter
+from alchemint_core.sampling.flow import sigma_schedule
 from comfyui_harness import ComfyServer
 from conftest import randomize
 from test_native_comfyui import (BASE, HERE, comfy_checkpoint, error_of, latents, reference_image, run, shared_nodes,

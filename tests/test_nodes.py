@@ -11,7 +11,7 @@ import nodes
 from alchemint_core.demo.pipeline import DemoPipeline, Subject
 from alchemint_core.encoders import load_encoders
 from alchemint_core.demo.pipeline import ENCODERS_FILE
-from alchemint_core.loading import save_model
+from alchemint_core.model.loading import save_model
 from alchemint_core.synthetic import Appearance, render_reference
 from conftest import randomize
 from nodes import bridge
@@ -272,7 +272,7 @@ def test_demo_subject_masks_find_ground_truth_intervals(demo):
 
 
 def test_model_loader_loads_a_wan_file_with_an_adapter_from_the_model_folders(folders):
-    from alchemint_core.loading import save_adapter
+    from alchemint_core.model.loading import save_adapter
     from nodes.models import NO_ADAPTER, ModelLoader
     base = randomize(ac.WanModel(DEMO_SIZED), seed=5).eval()
     save_model(base, folders / "models" / "diffusion_models" / "wan_tiny.safetensors", with_adapter=False)

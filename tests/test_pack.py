@@ -43,7 +43,7 @@ def test_convert_halves_a_full_model_file_and_keeps_its_function(tmp_path):
     import torch
 
     import alchemint_core as ac
-    from alchemint_core.loading import load_model, save_model
+    from alchemint_core.model.loading import load_model, save_model
     from conftest import ROOT, tiny_model
     model = tiny_model(adapter=ac.AdapterConfig(max_refs=2, rope_mode="avg"))
     save_model(model, tmp_path / "m32.safetensors")

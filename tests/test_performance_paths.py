@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import save_file
 
 import alchemint_core as ac
-import alchemint_core.model as model_module
-from alchemint_core.guidance import Conditioning, Guidance
-from alchemint_core.references import References
-from alchemint_core.sampling import generate
+import alchemint_core.model.transformer as model_module
+from alchemint_core.sampling.guidance import Conditioning, Guidance
+from alchemint_core.model.references import References
+from alchemint_core.sampling.flow import generate
 from conftest import ROOT, tiny_model
 
 
@@ -87,7 +87,7 @@ def test_rope_tables_and_reference_tokens_are_built_once_per_sampling_run(adapte
             return fn(*a, **k)
         return wrapper
 
-    import alchemint_core.references as references_module
+    import alchemint_core.model.references as references_module
     monkeypatch.setattr(model_module, "video_table", counting("video_table", model_module.video_table))
     monkeypatch.setattr(model_module, "pack_references", counting("pack_references", model_module.pack_references))
     monkeypatch.setattr(references_module, "reference_tables",

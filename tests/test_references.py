@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import alchemint_core as ac
-from alchemint_core.loading import LORA_PREFIX
-from alchemint_core.rope import TemporalRope
+from alchemint_core.model.loading import LORA_PREFIX
+from alchemint_core.model.rope import TemporalRope
 from conftest import TINY, randomize, tiny_model
 from safetensors import safe_open
 

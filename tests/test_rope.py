@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import alchemint_core as ac
-from alchemint_core.intervals import IntervalError, interval_to_latent, latent_frame_count, seconds_to_latent, widen
-from alchemint_core.rope import (RopeBank, TemporalRope, apply_rope, assemble, attention_profile, reference_tables,
-                                 rotation, temporal_multiplier, video_table)
+from alchemint_core.sampling.intervals import (IntervalError, interval_to_latent, latent_frame_count, seconds_to_latent,
+                                               widen)
+from alchemint_core.model.rope import (RopeBank, TemporalRope, apply_rope, assemble, attention_profile,
+                                       reference_tables, rotation, temporal_multiplier, video_table)
 
 BANK = RopeBank(ac.WAN21_1_3B)
 

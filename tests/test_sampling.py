@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import alchemint_core as ac
-from alchemint_core.guidance import Guidance, Guider, pad_contexts
-from alchemint_core.latents import WAN21
-from alchemint_core.sampling import euler
+from alchemint_core.sampling.guidance import Guidance, Guider, pad_contexts
+from alchemint_core.model.latents import WAN21
+from alchemint_core.sampling.flow import euler
 from conftest import TINY, tiny_model
 from test_references import make_refs
 

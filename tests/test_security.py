@@ -12,7 +12,7 @@ import torch
 import alchemint_core as ac
 from alchemint_core.demo.evaluate import load_prompts
 from alchemint_core.files import MAX_TEXT_BYTES
-from alchemint_core.train_config import read_config_file
+from alchemint_core.training.config import read_config_file
 from conftest import ROOT, tiny_model
 from nodes import bridge
 from nodes.training import input_folder

@@ -11,11 +11,11 @@ import torch
 import alchemint_core as ac
 from alchemint_core.demo.pipeline import ENCODERS_FILE
 from alchemint_core.encoders import load_encoders
-from alchemint_core.generation import VideoRequest, generate_video
-from alchemint_core.loading import save_model
+from alchemint_core.sampling.generation import VideoRequest, generate_video
+from alchemint_core.model.loading import save_model
 from alchemint_core.native import encode_text
-from alchemint_core.timed_captions import (MAX_CAPTIONS, TimedCaptionError, dump_timed_captions,
-                                           parse_timed_captions)
+from alchemint_core.sampling.timed_captions import (MAX_CAPTIONS, TimedCaptionError, dump_timed_captions,
+                                                    parse_timed_captions)
 from conftest import randomize
 from nodes import bridge
 from nodes.models import SHIPPED, DemoModel

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from comfyui_harness import (ComfyServer, api_prompt, close_page, drag, focus_node, frontends, load_workflow,
-                             missing_node_types, open_page)
+                              missing_node_types, open_page)
 from workflow_builder import DEMO, Node, ui_workflow
 
 pytestmark = pytest.mark.comfyui
@@ -39,8 +39,8 @@ def write_dense_demo_model(path) -> None:
     random, so timed captions change what it predicts."""
     import torch
     from alchemint_core.demo.pipeline import MODEL_FILE
-    from alchemint_core.loading import load_model, save_model
-    from alchemint_core.model import WanModel
+    from alchemint_core.model.loading import load_model, save_model
+    from alchemint_core.model.transformer import WanModel
     shipped = load_model(MODEL_FILE)
     model = WanModel(shipped.cfg, replace(shipped.alchemint.cfg, dense_captions=True))
     missing, unexpected = model.load_state_dict(shipped.state_dict(), strict=False)

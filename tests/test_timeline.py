@@ -4,8 +4,8 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from alchemint_core.timeline import (MAX_JSON_BYTES, Bar, TimelineError, check_against_clip, default_timeline,
-                                     dump_timeline, latent_intervals, parse_timeline)
+from alchemint_core.sampling.timeline import (MAX_JSON_BYTES, Bar, TimelineError, check_against_clip, default_timeline,
+                                               dump_timeline, latent_intervals, parse_timeline)
 
 
 def test_round_trip_and_latent_conversion():

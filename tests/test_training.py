@@ -14,9 +14,9 @@ from safetensors import safe_open
 import alchemint_core as ac
 from alchemint_core.data.cache import CacheConfig, build_cache
 from alchemint_core.cli import build_parser
-from alchemint_core.train_config import TrainConfig
-from alchemint_core.train_data import CachedClips, make_batch, sample_sigma
-from alchemint_core.trainer import Trainer
+from alchemint_core.training.config import TrainConfig
+from alchemint_core.training.batches import CachedClips, make_batch, sample_sigma
+from alchemint_core.training.trainer import Trainer
 from conftest import ROOT
 from training_fixtures import TINY_MODEL, encoders, make_cache, train_config, write_dataset
 
@@ -26,7 +26,7 @@ def cache(tmp_path_factory):
     return make_cache(tmp_path_factory.mktemp("train"))
 
 
-def run(cfg: dict, resume=False) -> "ac.trainer.TrainResult":
+def run(cfg: dict, resume=False) -> "ac.training.trainer.TrainResult":
     return Trainer(TrainConfig.from_dict(cfg), resume=resume, show_bar=False).run()
 
 
@@ -106,7 +106,7 @@ def test_demo_data_with_two_workers_equals_a_one_process_run(tmp_path):
 def test_batches_are_seeded_by_position_and_drop_references_jointly(cache):
     clips = CachedClips(cache)
     cfg = TrainConfig.from_dict(train_config(cache, "x", p_drop_refs=1.0, p_drop_caption=1.0))
-    fmt = ac.latents.read_latent_format(cache)
+    fmt = ac.model.latents.read_latent_format(cache)
     a = make_batch(clips, [0, 1], cfg, fmt, 0.5, False)
     b = make_batch(clips, [0, 1], cfg, fmt, 0.5, False)
     assert torch.equal(a.noise, b.noise) and torch.equal(a.sigma, b.sigma)
@@ -119,7 +119,7 @@ def test_batches_are_seeded_by_position_and_drop_references_jointly(cache):
 
 def test_dropping_words_keeps_reference_images_and_the_random_stream(cache):
     clips = CachedClips(cache)
-    fmt = ac.latents.read_latent_format(cache)
+    fmt = ac.model.latents.read_latent_format(cache)
     cfg = lambda p: TrainConfig.from_dict(train_config(cache, "x", p_drop_refs=0.0, p_drop_caption=0.0,  # noqa: E731
                                                        p_drop_words=p))
     kept, dropped = (make_batch(clips, [0, 1], cfg(p), fmt, 0.5, False) for p in (0.0, 1.0))
@@ -228,7 +228,7 @@ def test_latent_to_moves_a_trained_model_onto_pixel_latents_with_x_prediction(ca
     cell) with a new patch embedding and a zero head predicting x0; every other weight is the trained one, the first
     velocity is x_t / sigma (an x0 estimate of 0, the latents' mean), then it trains and loads back."""
     from alchemint_core.encoders import TinyVideoVAE
-    from alchemint_core.train_data import CachedClips
+    from alchemint_core.training.batches import CachedClips
     base_run = run(train_config(cache, tmp_path / "base", steps=4))
     base = ac.load_model(base_run.output)
     pixel = TinyVideoVAE(768, 0, frame_wise=True, scale=8, pixel=True).eval()
@@ -354,8 +354,8 @@ def test_failed_checkpoint_write_leaves_the_previous_one_intact(cache, tmp_path)
 import json, resource, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-from alchemint_core.train_config import TrainConfig
-from alchemint_core.trainer import Trainer
+from alchemint_core.training.config import TrainConfig
+from alchemint_core.training.trainer import Trainer
 t = Trainer(TrainConfig.from_dict(json.loads({json.dumps(json.dumps({**cfg, "steps": 4}))})), resume=True, show_bar=False)
 resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 t.run()
@@ -411,7 +411,7 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
 
 
 def test_yaml_and_toml_configs_read_the_same(tmp_path):
-    from alchemint_core.train_config import read_config_file
+    from alchemint_core.training.config import read_config_file
     (tmp_path / "c.yaml").write_text("cache: /data/c\nsteps: 5\nadapter:\n  rope_mode: avg\n")
     (tmp_path / "c.toml").write_text('cache = "/data/c"\nsteps = 5\n[adapter]\nrope_mode = "avg"\n')
     assert read_config_file(tmp_path / "c.yaml") == read_config_file(tmp_path / "c.toml")
@@ -429,7 +429,7 @@ def test_previews_show_sampled_frames_with_references_and_intervals(cache, tmp_p
 
 def test_dotted_set_overrides_one_entry_of_a_config_section():
     from alchemint_core.cli import parse_overrides
-    from alchemint_core.train_config import read_config_file
+    from alchemint_core.training.config import read_config_file
     base = read_config_file(ROOT / "alchemint_core" / "demo" / "configs" / "werope.toml")
     values = parse_overrides(["adapter.w_edge=-0.25", "steps=10", "out=runs/x"], base)
     cfg = TrainConfig.from_dict(values)
@@ -495,9 +495,9 @@ def test_atomic_writes_make_files_with_the_usual_permissions(tmp_path):
 @pytest.mark.parametrize("path", sorted((ROOT / "alchemint_core" / "demo" / "configs").glob("*.toml")),
                          ids=lambda p: p.stem)
 def test_every_shipped_demo_config_is_valid_and_builds_its_model(path):
-    from alchemint_core.config import WanConfig
-    from alchemint_core.train_config import read_config_file
-    from alchemint_core.trainer import build_model
+    from alchemint_core.model.config import WanConfig
+    from alchemint_core.training.config import read_config_file
+    from alchemint_core.training.trainer import build_model
     cfg = TrainConfig.from_dict(read_config_file(path)).validate()
     assert cfg.cache.startswith("runs/") and cfg.out.startswith("runs/")
     if not cfg.base:
@@ -536,7 +536,7 @@ def test_export_writes_a_checkpoint_as_the_runs_result_file(cache, tmp_path):
                         adapter={"max_refs": 4, "lora_rank": 4, "lora_alpha": 4.0})
     lora.pop("model")
     lora_result = run(lora)
-    _, step, kind = ac.trainer.export_checkpoint(tmp_path / "lora", tmp_path / "lora-export.safetensors")
+    _, step, kind = ac.training.trainer.export_checkpoint(tmp_path / "lora", tmp_path / "lora-export.safetensors")
     assert (step, kind) == (2, "raw")  # no EMA kept: the trained weights, as the run saved them
     for k, v in tensors(lora_result.output).items():
         torch.testing.assert_close(tensors(tmp_path / "lora-export.safetensors")[k], v)

@@ -14,18 +14,18 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import alchemint_core as ac
-from alchemint_core.config import (WAN21_1_3B, WAN21_14B, WAN22_A14B, WAN22_TI2V_5B, CheckpointError,
-                                   infer_config)
-from alchemint_core.experts import (WAN22_A14B_SHIFT, WAN22_BOUNDARY, ExpertPair, expert_sigma_range,
-                                    load_experts)
+from alchemint_core.model.config import (WAN21_1_3B, WAN21_14B, WAN22_A14B, WAN22_TI2V_5B, CheckpointError,
+                                         infer_config)
+from alchemint_core.model.experts import (WAN22_A14B_SHIFT, WAN22_BOUNDARY, ExpertPair, expert_sigma_range,
+                                          load_experts)
 from alchemint_core.files import SafetensorsFile
-from alchemint_core.generation import VideoRequest, generate_video, wan_video_model
-from alchemint_core.latents import WAN21, WAN22, wan_vae
-from alchemint_core.loading import adapter_config_of, save_adapter
-from alchemint_core.sampling import sigma_schedule
-from alchemint_core.train_config import TrainConfig
-from alchemint_core.train_data import CachedClips, make_batch
-from alchemint_core.trainer import Trainer
+from alchemint_core.sampling.generation import VideoRequest, generate_video, wan_video_model
+from alchemint_core.model.latents import WAN21, WAN22, wan_vae
+from alchemint_core.model.loading import adapter_config_of, save_adapter
+from alchemint_core.sampling.flow import sigma_schedule
+from alchemint_core.training.config import TrainConfig
+from alchemint_core.training.batches import CachedClips, make_batch
+from alchemint_core.training.trainer import Trainer
 from conftest import TINY, manifest, randomize
 from nodes import bridge
 from nodes.models import NO_ADAPTER, SINGLE_MODEL, ModelLoader
@@ -156,7 +156,7 @@ def test_sampling_runs_the_high_noise_expert_down_to_the_boundary_then_the_low_n
     # the same trajectory from the two experts called directly, each with its own guider
     high_guider = ac.Guider(pair.high, ac.Conditioning(ctx, refs=refs), neg, ac.Guidance(), shape)
     low_guider = ac.Guider(pair.low, ac.Conditioning(ctx, refs=refs), neg, ac.Guidance(), shape)
-    x = ac.sampling.seeded_noise(shape, 5)
+    x = ac.seeded_noise(shape, 5)
     with torch.no_grad():
         for i in range(steps):
             guider = high_guider if expected[i] == "high" else low_guider
@@ -255,7 +255,7 @@ def test_adapters_of_the_public_bases_name_both_bases(tmp_path, made_for, made_r
     """The adapter header records its base; the real configs are named in the message (1.3B vs 14B vs 5B, 2.1 vs
     2.2, single model vs expert)."""
     import json as _json
-    from alchemint_core.loading import base_fingerprint
+    from alchemint_core.model.loading import base_fingerprint
     small = expert(0, adapter=ac.AdapterConfig(max_refs=1))
     path = save_adapter(small, tmp_path / "a.safetensors",
                         extra_metadata={"alchemint_base": _json.dumps(base_fingerprint(made_for, made_role))})
@@ -293,7 +293,7 @@ TINY_EXPERT = ac.WanConfig(dim=128, ffn_dim=128, num_heads=1, num_layers=2, in_d
                            freq_dim=32)
 
 
-def train(cache, out, base, **kw) -> "ac.trainer.TrainResult":
+def train(cache, out, base, **kw) -> "ac.training.trainer.TrainResult":
     cfg = {"cache": str(cache), "out": str(out), "base": str(base), "mode": "lora", "steps": 3, "batch_size": 2,
            "adapter": {"max_refs": 4, "lora_rank": 2, "lora_alpha": 2.0}, "lr_new": 1e-3, "warmup_steps": 1,
            "checkpoint_every": 3, "log_every": 1, "seed": 1, **kw}
@@ -306,7 +306,7 @@ def test_each_expert_trains_on_its_own_noise_levels_and_its_adapter_loads_only_o
     cfg = TrainConfig.from_dict({"cache": str(cache16), "out": str(tmp_path), "base": "x", "expert": role,
                                  "adapter": {"lora_rank": 2}, "batch_size": 2})
     clips = CachedClips(cache16)
-    from alchemint_core.latents import read_latent_format
+    from alchemint_core.model.latents import read_latent_format
     sigmas = torch.cat([make_batch(clips, list(range(k, k + 2)), cfg, read_latent_format(cache16), 0.5, False).sigma
                         for k in range(0, 200, 2)])
     assert lo <= float(sigmas.min()) and float(sigmas.max()) <= hi

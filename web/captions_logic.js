@@ -1,5 +1,5 @@
 // Pure logic of the Timed Captions widget: its JSON value and adding/removing/retyping captions. Bars move, resize
-// and snap with timeline_logic.js (a caption is a bar with a text). Mirrors alchemint_core/timed_captions.py.
+// and snap with timeline_logic.js (a caption is a bar with a text). Mirrors alchemint_core/sampling/timed_captions.py.
 import * as T from "./timeline_logic.js";
 
 export const VERSION = 1;

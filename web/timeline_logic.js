@@ -1,5 +1,5 @@
 // Pure logic of the Interval Timeline widget: the JSON value, snapping, dragging, hit-testing, layout.
-// No DOM and no ComfyUI here, so `node --test tests/js/` checks all of it. Mirrors alchemint_core/timeline.py.
+// No DOM and no ComfyUI here, so `node --test tests/js/` checks all of it. Mirrors alchemint_core/sampling/timeline.py.
 
 export const VERSION = 1;
 export const MAX_JSON_BYTES = 64 * 1024;

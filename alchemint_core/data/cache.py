@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import ReferenceAugment
-from ..config import CheckpointError
-from .dataset import DatasetError, list_samples, load_sample, make_clip
 from ..encoders import TextEncoder, VideoEncoder
 from ..files import SafetensorsFile, atomic_write, read_metadata_json, remove_temporaries, save_safetensors
-from ..latents import LATENT_FORMAT_FILE
+from ..model.config import CheckpointError
+from ..model.latents import LATENT_FORMAT_FILE
+from .augment import ReferenceAugment
+from .dataset import DatasetError, list_samples, load_sample, make_clip
 
 MANIFEST = "manifest.json"
 MANIFEST_EVERY_S = 5.0

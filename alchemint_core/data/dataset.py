@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 
 from ..files import atomic_write, read_small_text
-from ..intervals import IntervalError, latent_frame_count
 from ..media import write_video
+from ..sampling.intervals import IntervalError, latent_frame_count
 
 SAMPLE_FILE = "sample.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -565,8 +565,9 @@ def slug(text: str) -> str:
 def write_gif(frames: np.ndarray, path: str, fps: float) -> None:
     """Animated GIF through PyAV. (Pillow's GIF writer merges identical consecutive frames, which would change the
     frame count and so every mask track's length.)"""
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(path, mode="w", format="gif") as container:
         stream = container.add_stream("gif", rate=Fraction(fps).limit_denominator(1000))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..config import CheckpointError
+from ..model.config import CheckpointError
 from .dataset import DatasetError, list_samples
 
 INSTALL = "install it with pip install -r requirements-ray.txt"

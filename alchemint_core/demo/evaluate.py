@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from ..files import SafetensorsFile, read_small_text, save_safetensors
-from ..guidance import Guidance
+from ..native import DemoVAE
+from ..sampling.guidance import Guidance
 from ..scoring.subjects import score_subject
 from ..scoring.timing import mean_ci, predicted_interval, t_iou, t_l2
-from ..native import DemoVAE
 from ..synthetic import SHAPES, Appearance, appearances, pick_appearances, random_subject, render_video
 from .detector import MIN_AREA, ShapeClassifier, SubjectDetector, colour_track, train_shape_classifier
 from .pipeline import (DEFAULT_GUIDANCE, DEFAULT_SHIFT, FPS, FRAMES, SIZE, WEIGHTS, DemoPipeline, Subject,

@@ -11,13 +11,13 @@ import torch
 
 from ..data.dataset import crop_reference
 from ..encoders import load_encoders
-from ..generation import VideoModel, VideoRequest, generate_video
-from ..guidance import Guidance
-from ..intervals import IntervalError, interval_to_latent
-from ..loading import load_model
+from ..model.loading import load_model
 from ..native import DemoCLIP, DemoVAE, conditioning_tensors
-from ..sampling import StepCallback
-from ..subjects import check_tag, make_subject
+from ..sampling.flow import StepCallback
+from ..sampling.generation import VideoModel, VideoRequest, generate_video
+from ..sampling.guidance import Guidance
+from ..sampling.intervals import IntervalError, interval_to_latent
+from ..sampling.subjects import check_tag, make_subject
 from ..synthetic import COLOURS, SHAPES, Appearance, render_reference
 
 WEIGHTS = Path(__file__).parent / "weights"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..latents import read_latent_format
-from ..train_config import read_config_file
+from ..model.latents import read_latent_format
+from ..training.config import read_config_file
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "framewise-werope.toml"
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..data.dataset import IMAGE_SUFFIXES, DatasetError, TimedCaption, image_files, mask_from_image, open_image
 from ..files import read_small_text
-from ..intervals import IntervalError, check_fps, latent_frame_count
-from ..subjects import check_tag
+from ..sampling.intervals import IntervalError, check_fps, latent_frame_count
+from ..sampling.subjects import check_tag
 
 MAX_SUBJECTS = 64  # the most references any AlcheMinT adapter takes (AdapterConfig.max_refs)
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")  # an item's id names its video file or folder

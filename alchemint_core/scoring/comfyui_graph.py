@@ -18,12 +18,13 @@ runs (`graph_problems`)."""
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import tomllib
+
 from ..data.dataset import DatasetError
-from ..guidance import Guidance
+from ..sampling.guidance import Guidance
 
 KINDS = ("wan", "demo")
 SHIPPED = "shipped demo model"  # the Demo Model node's own checkpoint choice

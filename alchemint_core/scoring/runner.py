@@ -19,11 +19,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from ..config import AdapterConfig
 from ..data.dataset import DatasetError, read_video
 from ..files import SafetensorsFile, atomic_write, check_writable, read_metadata_json
-from ..guidance import Guidance
-from .benchmark import ID_RE, Benchmark, BenchItem, check_subject_count, check_videos, load_benchmark, reference_image
+from ..model.config import AdapterConfig
+from ..sampling.guidance import Guidance
+from .benchmark import ID_RE, BenchItem, Benchmark, check_subject_count, check_videos, load_benchmark, reference_image
 from .comfyui_client import ComfyUIClient
 from .comfyui_graph import OUTPUT_NODE, SHIPPED, ComfyUIModel, GraphSubject, graph_problems, item_graph, load_spec
 from .identity import Embedder, masked_crop

@@ -3,8 +3,9 @@ extracted by a language model: each tag is an exact phrase of the caption, physi
 groups, whole scenes, text or places), and unique. The language model's own prompts live in prompts.toml."""
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from ..dataset import mentions
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ....scoring.identity import ClipEmbedder
 from ...dataset import DatasetError
 from ..stages import Box
-from ....scoring.identity import ClipEmbedder
 from .models import MODEL_FOLDERS, model_folder
 from .sam_video import default_device, frame_mask, prompt_box, video_session
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import read_small_text
+import tomllib
+
+from ..files import read_small_text
 
 MODES = ("lora", "full", "adapter-only")
 PRECISIONS = ("auto", "bf16", "fp32")

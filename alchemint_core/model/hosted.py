@@ -3,7 +3,7 @@
 A host is any module laid out as Wan 2.1's DiT (the official code's attribute names): patch_embedding, text_embedding,
 time_embedding, time_projection, blocks[i].{norm1, self_attn.{q, k, v, o, norm_q, norm_k}, norm3, cross_attn, norm2,
 ffn, modulation}, head, plus dim / ffn_dim / num_heads / freq_dim / text_dim / out_dim / patch_size / eps.
-`HostedWan` gives `WanModel.forward` and `Block.forward` of model.py exactly the attributes they read, so the one
+`HostedWan` gives `WanModel.forward` and `Block.forward` of transformer.py exactly the attributes they read, so the one
 AlcheMinT forward pass (reference and tag tokens, index embeddings, WeRoPE tables, clean-token modulation) runs on
 the host's modules: whatever the host does inside them (LoRA patches, fp8 or GGUF weights cast per layer, weights
 offloaded) still applies. Only the attention primitive of unmasked self-attention comes from the caller (the host's
@@ -17,12 +17,12 @@ from typing import Callable
 
 import torch
 
+from ..files import SafetensorsFile
 from .config import AdapterConfig, CheckpointError, WanConfig
-from .files import SafetensorsFile
 from .layers import attention
 from .loading import LORA_PREFIX, adapter_config_of
-from .model import AlcheMinTAdapter, Block, CrossAttention, SelfAttention, WanModel
 from .rope import RopeBank
+from .transformer import AlcheMinTAdapter, Block, CrossAttention, SelfAttention, WanModel
 
 # attend(q, k, v) on [B, L, H, D] -> [B, L, H*D]: the host's attention for unmasked self-attention
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,7 +43,8 @@ def host_config(host) -> WanConfig:
     if any(getattr(host, n, None) is not None for n in ("vace_blocks", "control_adapter", "audio_injector",
                                                          "ref_conv")):
         raise ValueError(f"this is a Wan variant ({type(host).__name__}: VACE, camera, sound or reference-conv "
-                         "model); AlcheMinT builds on the plain text-to-video model: load a wan2.1_t2v or wan2.2_t2v file")
+                         "model); AlcheMinT builds on the plain text-to-video model: load a wan2.1_t2v or "
+                         "wan2.2_t2v file")
     w = host.patch_embedding.weight
     in_dim = int(w.shape[1])
     if in_dim != int(host.out_dim):
@@ -56,7 +57,8 @@ def host_config(host) -> WanConfig:
                          patch_size=tuple(int(p) for p in host.patch_size), eps=float(host.eps),
                          cross_attn_norm=bool(host.cross_attn_norm)).validate()
     except (AttributeError, TypeError) as err:
-        raise ValueError(f"this model lacks part of Wan's layout ({err}); load a Wan 2.1 or 2.2 text-to-video file") from None
+        raise ValueError(f"this model lacks part of Wan's layout ({err}); load a Wan 2.1 or 2.2 text-to-video "
+                         "file") from None
 
 
 def load_adapter_file(path, base: WanConfig, expert: str | None = None
@@ -87,8 +89,8 @@ def load_adapter_file(path, base: WanConfig, expert: str | None = None
 
 
 class HostedSelfAttention:
-    """A host block's self-attention seen as model.py's SelfAttention (AlcheMinT's RoPE tables, of any magnitude for
-    WeRoPE, and key mask), attending with the host's backend when no key is masked."""
+    """A host block's self-attention seen as transformer.py's SelfAttention (AlcheMinT's RoPE tables, of any
+    magnitude for WeRoPE, and key mask), attending with the host's backend when no key is masked."""
 
     def __init__(self, attn, backend: Attend | None):
         self.num_heads, self.q, self.k, self.v, self.o = attn.num_heads, attn.q, attn.k, attn.v, attn.o
@@ -119,7 +121,7 @@ class HostedCrossAttention:
 
 
 class HostedBlock:
-    """A host block seen as model.py's Block."""
+    """A host block seen as transformer.py's Block."""
 
     def __init__(self, block, device, attend: Attend | None, options: dict | None):
         self.block, self.device = block, device

@@ -10,7 +10,7 @@ from einops import rearrange, reduce
 from torch import nn
 
 from .loading import init_tag_mlp_from_text_embedding
-from .model import Block, WanModel
+from .transformer import Block, WanModel
 
 # The projections that write into a block's residual stream: zero makes the block the identity.
 RESIDUAL_OUTPUTS = ("self_attn.o", "cross_attn.o", "ffn.2")

@@ -5,8 +5,8 @@ The Timed Captions widget stores them as a JSON string (mirrored by web/captions
     {"version": 1, "captions": [{"text": "the ring rolls in", "start": 0.0, "end": 1.0}, ...]}
 
 Each caption is encoded by the model's text encoder (ComfyUI's CLIP or the demo's), and its span goes to latent-frame
-time as in training (t = seconds * fps / 4, see train_data.dense_batch). Parsing never evaluates anything, caps sizes,
-and fails with one line naming the caption and the fix.
+time as in training (t = seconds * fps / 4, see training.batches.dense_batch). Parsing never evaluates anything, caps
+sizes, and fails with one line naming the caption and the fix.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import torch
 
-from .data.dataset import TimedCaption
-from .dense import DenseCaptions
+from ..data.dataset import TimedCaption
+from ..model.dense import DenseCaptions
+from ..native import encode_text, stack_embeddings
 from .intervals import TEMPORAL_COMPRESSION, IntervalError, check_fps, clip_duration, latent_frame_count
-from .native import encode_text, stack_embeddings
 
 MAX_JSON_BYTES = 64 * 1024
 MAX_CAPTIONS = 32

@@ -6,8 +6,8 @@ from typing import Callable
 
 import torch
 
+from ..model.latents import LatentFormat
 from .guidance import Conditioning, Guidance, Guider
-from .latents import LatentFormat
 
 DEFAULT_STEPS = 40
 DEFAULT_SHIFT = 5.66

@@ -9,14 +9,14 @@ from typing import Sequence
 
 import torch
 
-from .dense import DenseCaptions
+from ..model.dense import DenseCaptions
+from ..model.latents import LatentFormat, wan_vae
+from ..model.memory import SAMPLING_OPTIONS, explain_out_of_memory
+from ..model.rope import TemporalRope
+from ..model.transformer import WanModel
+from .flow import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_start, check_steps_shift, generate
 from .guidance import Conditioning, Guidance
 from .intervals import latent_frame_count
-from .latents import LatentFormat, wan_vae
-from .memory import SAMPLING_OPTIONS, explain_out_of_memory
-from .model import WanModel
-from .rope import TemporalRope
-from .sampling import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_start, check_steps_shift, generate
 from .subjects import Subject, encode_subjects, make_references
 from .timed_captions import check_model_takes
 

@@ -15,16 +15,16 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from .config import AdapterConfig, CheckpointError, WanConfig
-from .files import SafetensorsFile, atomic_write, remove_temporaries, save_safetensors
-from .latents import LatentFormat, read_latent_format
-from .initialisation import deepen, init_from_scratch, move_to_latents, refine_patches
-from .loading import load_model, save_adapter, save_model
-from .memory import TRAINING_OPTIONS, explain_out_of_memory
-from .model import WanModel
-from .plotting import line_plot
-from .train_config import TrainConfig
-from .train_data import Batch, CachedClips, make_batch
+from ..files import SafetensorsFile, atomic_write, remove_temporaries, save_safetensors
+from ..model.config import AdapterConfig, CheckpointError, WanConfig
+from ..model.initialisation import deepen, init_from_scratch, move_to_latents, refine_patches
+from ..model.latents import LatentFormat, read_latent_format
+from ..model.loading import load_model, save_adapter, save_model
+from ..model.memory import TRAINING_OPTIONS, explain_out_of_memory
+from ..model.transformer import WanModel
+from ..sampling.plotting import line_plot
+from .batches import Batch, CachedClips, make_batch
+from .config import TrainConfig
 
 CKPT_DIR = "checkpoints"
 
@@ -345,9 +345,9 @@ class Trainer:
         frames, references and interval bars as previews/step_<N>.png."""
         if self.decoder is None or self.cfg.fsdp or not self.dist.main:
             return None
-        from .guidance import Conditioning, Guidance
-        from .media import strip_image
-        from .sampling import generate
+        from ..media import strip_image
+        from ..sampling.flow import generate
+        from ..sampling.guidance import Conditioning, Guidance
         batch = make_batch(self.clips, [0], self.cfg.__class__(**{**self.cfg.to_dict(), "p_drop_refs": 0.0,
                                                                     "p_drop_caption": 0.0, "p_drop_words": 0.0}),
                            self.latent_format, self.adapter_cfg.min_half_length, False)

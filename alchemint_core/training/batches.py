@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.cache import MANIFEST
-from .config import CheckpointError
-from .dense import DenseCaptions
-from .files import SafetensorsFile
-from .intervals import interval_to_latent
-from .latents import LatentFormat
-from .references import References
+from ..data.cache import MANIFEST
+from ..files import SafetensorsFile
+from ..model.config import CheckpointError
+from ..model.dense import DenseCaptions
+from ..model.latents import LatentFormat
+from ..model.references import References
+from ..sampling.intervals import interval_to_latent
 
 
 def mix_seed(*parts: int) -> int:
@@ -100,7 +100,7 @@ def sample_expert_sigma(g: torch.Generator, cfg) -> float:
     """A noise level from the configured distribution conditioned on the expert's range (Wan 2.2 A14B): one uniform
     draw mapped through the distribution's inverse CDF restricted to [lo, hi], so the expert sees the levels it meets
     in sampling with their usual relative weights, and no draw is rejected."""
-    from .experts import expert_sigma_range
+    from ..model.experts import expert_sigma_range
     lo, hi = expert_sigma_range(cfg.expert, cfg.expert_boundary)
     u = torch.rand((), generator=g, dtype=torch.float64)
     if cfg.timestep_sampling == "logit-normal":  # sigma = sigmoid(mean + std * z), z standard normal

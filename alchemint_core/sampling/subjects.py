@@ -12,12 +12,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .data.dataset import crop_reference, short
+from ..data.dataset import crop_reference, short
+from ..model.latents import LatentFormat
+from ..model.references import References
+from ..model.rope import TemporalRope
+from ..native import encode_image, encode_text, stack_embeddings
 from .intervals import interval_to_latent
-from .latents import LatentFormat
-from .native import encode_image, encode_text, stack_embeddings
-from .references import References
-from .rope import TemporalRope
 
 MAX_TAG_CHARS = 200
 

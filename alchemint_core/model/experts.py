@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from .config import CheckpointError, describe_base
-from .model import WanModel
 from .references import PackedReferences, References
+from .transformer import WanModel
 
 WAN22_BOUNDARY = 0.875  # sigma (= t/1000) at which sampling hands over from the high- to the low-noise expert
 WAN22_A14B_STEPS = 40

@@ -69,8 +69,8 @@ def attention_profile_plot(bank, rope, tags: Sequence[str], intervals_s: Sequenc
     (the paper's Fig. 3 for these intervals): x in seconds, one point per frame."""
     import torch
 
+    from ..model.rope import attention_profile
     from .intervals import TEMPORAL_COMPRESSION
-    from .rope import attention_profile
     times = torch.arange(frames, dtype=torch.float64) / TEMPORAL_COMPRESSION  # frame n sits at latent time n/4
     seconds = [n / fps for n in range(frames)]
     series = {}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .dense import DenseCaptions
-from .references import PackedReferences, References
+from ..model.dense import DenseCaptions
+from ..model.references import PackedReferences, References
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Guider:
             on = torch.tensor([t_on for (_, t_on), _ in self.passes]).repeat_interleave(b)
             ctx = d.context.repeat(len(self.passes), 1, 1, 1) * on[:, None, None, None].to(d.context)
             spans = d.spans.repeat(len(self.passes), 1, 1)
-            # a text-off pass has no timed captions, as a caption-dropped training sample (train_data.dense_batch):
+            # a text-off pass has no timed captions, as a caption-dropped training sample (batches.dense_batch):
             # its events lie outside the clip, so no frame gets a dense-caption signal
             spans[~on] = torch.tensor([-2.0, -1.0], dtype=spans.dtype)
             self.dense = DenseCaptions(ctx, spans, d.lengths.repeat(len(self.passes), 1))

@@ -8,9 +8,9 @@ from typing import Mapping
 
 import torch
 
+from ..files import SafetensorsFile, read_metadata_json, save_safetensors
 from .config import AdapterConfig, CheckpointError, WanConfig, describe_base, infer_config, strip_prefix
-from .files import SafetensorsFile, read_metadata_json, save_safetensors
-from .model import AlcheMinTAdapter, WanModel
+from .transformer import AlcheMinTAdapter, WanModel
 
 ADAPTER_FORMAT = "alchemint-adapter-v1"
 LORA_PREFIX = "diffusion_model."
