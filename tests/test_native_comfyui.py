@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +94,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
             a = torch.randn(LORA_RANK, module.in_features, generator=g) * 0.1
             b = torch.randn(module.out_features, LORA_RANK, generator=g) * 0.1
             key = f"diffusion_model.blocks.{name}"
-            lora.update({f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b, f"{key}.alpha": torch.tensor(LORA_ALPHA)})
+            lora.update({f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b,
+                         f"{key}.alpha": torch.tensor(LORA_ALPHA)})
             merged[f"blocks.{name}.weight"] += (LORA_ALPHA / LORA_RANK) * b @ a
     save_file(lora, str(d / "style_lora.safetensors"))
     out["lora"] = d / "style_lora.safetensors"
@@ -186,6 +186,18 @@ def native_nodes(model_from, width=48, height=32, adapter="adapter_tiny.safetens
     }
 
 
+def unet(name: str = "wan_tiny.safetensors", dtype: str = "default") -> dict:
+    """ComfyUI's Load Diffusion Model."""
+    return {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": dtype}}
+
+
+def native_guider(model=("apply", 0)) -> dict:
+    """The native Multi-CFG guider on Native Conditioning's positive and negative, at the parity scales."""
+    return {"class_type": "AlcheMinTNativeMultiCFGGuider",
+            "inputs": {"model": list(model), "positive": ["ncond", 0], "negative": ["ncond", 1],
+                       "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0, "four_pass": False}}
+
+
 def custom_advanced(guider, steps, shift, seed, prefix) -> dict:
     return {
         f"{prefix}_sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
@@ -250,12 +262,8 @@ def test_native_path_equals_the_packs_sampler(server):
     pack's schedule) gives the AlcheMinT Sampler's latents; so does ComfyUI's own DualCFGGuider fed Native
     Conditioning's three conditionings."""
     prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
-              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
-                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
-                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
-                                    "four_pass": False}},
+              "unet": unet(),
+              "guider": native_guider(),
               "dual": {"class_type": "DualCFGGuider",
                        "inputs": {"model": ["apply", 0], "cond1": ["ncond", 0], "cond2": ["ncond", 2],
                                   "negative": ["ncond", 1], "cfg_conds": S_TXT, "cfg_cond2_negative": S_REF,
@@ -267,7 +275,8 @@ def test_native_path_equals_the_packs_sampler(server):
     ours, native, dual = (latents(server, h, n) for n in ("ours_save", "native_save", "dual_save"))
     assert ours.shape == native.shape == (1, 16, 3, 4, 6)
     diff, dual_diff = (native - ours).abs().max().item(), (dual - ours).abs().max().item()
-    print(f"\nnative vs ours: max abs diff {diff:.3g} (latents up to {ours.abs().max():.3g}); DualCFGGuider {dual_diff:.3g}")
+    print(f"\nnative vs ours: max abs diff {diff:.3g} (latents up to {ours.abs().max():.3g}); "
+          f"DualCFGGuider {dual_diff:.3g}")
     torch.testing.assert_close(native, ours, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(dual, ours, rtol=1e-4, atol=1e-4)
     # the references matter: a run without them differs by far more than the tolerance
@@ -289,8 +298,7 @@ def test_cfg_guider_and_the_four_pass_guider_equal_the_packs_sampler(server):
                                                                            "filename_prefix": prefix}}}
     prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
               **ours_nodes("wan_tiny.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT),
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
+              "unet": unet(),
               "cfg": {"class_type": "CFGGuider", "inputs": {"model": ["apply", 0], "positive": ["ncond", 0],
                                                             "negative": ["ncond", 1], "cfg": S_TXT}},
               "four": {"class_type": "AlcheMinTNativeMultiCFGGuider",
@@ -312,14 +320,10 @@ def test_comfyui_lora_loader_equals_our_loader_with_the_lora_merged(server):
     """LoraLoaderModelOnly's LoRA on the native model gives the latents of our loader given the same LoRA merged
     into the base file."""
     prompt = {**shared_nodes(), **native_nodes(["lora", 0]),
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
+              "unet": unet(),
               "lora": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["unet", 0], "strength_model": 1.0,
                                                                        "lora_name": "style_lora.safetensors"}},
-              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
-                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
-                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
-                                    "four_pass": False}},
+              "guider": native_guider(),
               **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
               **ours_nodes("wan_tiny_merged.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT),
               "plain": {"class_type": "AlcheMinTSampler", "inputs": {
@@ -344,12 +348,8 @@ def test_fp8_weights_of_load_diffusion_model_are_what_the_native_path_computes_w
     hosted forward runs through those layers, so the latents equal the pack's Sampler on the same weights rounded
     to fp8 (and differ from the full-precision run by far more)."""
     prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "fp8_e4m3fn"}},
-              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
-                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
-                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
-                                    "four_pass": False}},
+              "unet": unet(dtype="fp8_e4m3fn"),
+              "guider": native_guider(),
               **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
               **ours_nodes("wan_tiny_fp8_values.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT),
               "full": {"class_type": "AlcheMinTSampler", "inputs": {
@@ -371,12 +371,8 @@ def test_an_adapters_own_lora_is_applied_as_comfyui_lora_patches(server):
     """An adapter trained with LoRA: Apply patches its deltas onto the native model's weights; the latents equal
     our loader's, which attaches the same deltas to its own layers."""
     prompt = {**shared_nodes(), **native_nodes(["unet", 0], adapter="adapter_with_lora.safetensors"),
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
-              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
-                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
-                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
-                                    "four_pass": False}},
+              "unet": unet(),
+              "guider": native_guider(),
               **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
               **ours_nodes("wan_tiny.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT,
                            adapter="adapter_with_lora.safetensors")}
@@ -390,8 +386,7 @@ def test_ksampler_with_another_sampler_and_plain_conditioning(server):
     """KSampler (dpmpp_2m, simple schedule) samples the applied model from Native Conditioning; the same model
     with plain CLIP Text Encode conditioning (no references) is the native model unchanged."""
     prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
+              "unet": unet(),
               "ks": {"class_type": "KSampler", "inputs": {
                   "model": ["apply", 0], "seed": 3, "steps": 3, "cfg": 4.0, "sampler_name": "dpmpp_2m",
                   "scheduler": "simple", "positive": ["ncond", 0], "negative": ["ncond", 1],
@@ -435,12 +430,8 @@ def test_timed_captions_on_the_native_path_equal_the_packs_sampler(server):
                                                                     "captions": CAPTIONS}}
     prompt = {**shared_nodes(), **native_nodes(["unet", 0], adapter="adapter_dense.safetensors"),
               "captions": captions,
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
-              "guider": {"class_type": "AlcheMinTNativeMultiCFGGuider",
-                         "inputs": {"model": ["apply", 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
-                                    "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0,
-                                    "four_pass": False}},
+              "unet": unet(),
+              "guider": native_guider(),
               **custom_advanced(["guider", 0], STEPS, SHIFT, SEED, "native"),
               **ours_nodes("wan_tiny.safetensors", STEPS, SHIFT, SEED, S_REF, S_TXT,
                            adapter="adapter_dense.safetensors")}
@@ -461,8 +452,7 @@ def test_timed_captions_on_a_model_without_a_dense_branch_are_refused(server):
     prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
               "captions": {"class_type": "AlcheMinTTimedCaptions", "inputs": {
                   "clip": ["clip", 0], "frames": 9, "fps": 8.0, "captions": CAPTIONS}},
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
+              "unet": unet(),
               "out": {"class_type": "PreviewAny", "inputs": {"source": ["ncond", 3]}}}
     prompt["ncond"]["inputs"]["timed_captions"] = ["captions", 0]
     msg = error_of(run(server, prompt))
@@ -477,8 +467,7 @@ def test_timed_captions_on_a_model_without_a_dense_branch_are_refused(server):
 
 # -- bad input ---------------------------------------------------------------------------------------------------
 def test_adapter_for_another_base_is_refused_by_apply(server):
-    prompt = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
+    prompt = {"unet": unet(),
               "apply": {"class_type": "AlcheMinTApply", "inputs": {"model": ["unet", 0],
                                                                    "adapter": "adapter_for_other_base.safetensors"}},
               "ks": {"class_type": "PreviewAny", "inputs": {"source": ["apply", 0]}}}
@@ -489,8 +478,7 @@ def test_adapter_for_another_base_is_refused_by_apply(server):
 
 def test_references_on_a_model_without_apply_are_refused(server):
     prompt = {**shared_nodes(), **native_nodes(["unet", 0]),
-              "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
+              "unet": unet(),
               "ks": {"class_type": "KSampler", "inputs": {
                   "model": ["unet", 0], "seed": 3, "steps": 2, "cfg": 4.0, "sampler_name": "euler",
                   "scheduler": "simple", "positive": ["ncond", 0], "negative": ["ncond", 1],
@@ -502,8 +490,7 @@ def test_references_on_a_model_without_apply_are_refused(server):
 
 def test_adapter_for_a_wan_2_2_ti2v_layout_is_refused_by_apply(server):
     """An adapter made for 48-channel latents (Wan 2.2 TI2V's VAE) on a Wan 2.1 model."""
-    prompt = {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                              "weight_dtype": "default"}},
+    prompt = {"unet": unet(),
               "apply": {"class_type": "AlcheMinTApply", "inputs": {"model": ["unet", 0],
                                                                    "adapter": "adapter_48ch.safetensors"}},
               "out": {"class_type": "PreviewAny", "inputs": {"source": ["apply", 0]}}}
@@ -516,8 +503,7 @@ def test_a_wan_2_2_expert_adapter_needs_its_expert(server):
     says which one the MODEL is: a high-noise adapter on a single (Wan 2.1) model is refused, as that expert it
     applies."""
     def prompt(expert):
-        return {"unet": {"class_type": "UNETLoader", "inputs": {"unet_name": "wan_tiny.safetensors",
-                                                                "weight_dtype": "default"}},
+        return {"unet": unet(),
                 "apply": {"class_type": "AlcheMinTApply", "inputs": {
                     "model": ["unet", 0], "adapter": "adapter_high_noise.safetensors", "expert": expert}},
                 "out": {"class_type": "PreviewAny", "inputs": {"source": ["apply", 0]}}}

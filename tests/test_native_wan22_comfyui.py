@@ -23,13 +23,13 @@ from alchemint_core.model.loading import save_adapter
 from alchemint_core.sampling.flow import sigma_schedule
 from comfyui_harness import ComfyServer
 from conftest import randomize
-from test_native_comfyui import (BASE, HERE, comfy_checkpoint, error_of, latents, reference_image, run, shared_nodes,
-                                 tiny_wan_vae)
+from test_native_comfyui import (BASE, HERE, S_REF, S_TXT, comfy_checkpoint, error_of, latents, native_guider,
+                                 reference_image, run, shared_nodes, tiny_wan_vae, unet)
 
 pytestmark = pytest.mark.comfyui
 
 FIVE_B = ac.WanConfig(**{**BASE.to_dict(), "in_dim": 48, "out_dim": 48})
-STEPS, SHIFT, SEED, S_REF, S_TXT, BOUNDARY = 6, 3.0, 11, 2.0, 3.0, 0.875
+STEPS, SHIFT, SEED, BOUNDARY = 6, 3.0, 11, 0.875
 
 
 def adapter_for(model: ac.WanModel, path: Path, expert: str | None, seed: int) -> Path:
@@ -70,10 +70,6 @@ def server(files):
         yield s
 
 
-def unet(name: str) -> dict:
-    return {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}}
-
-
 def apply(model: str, adapter: str, expert: str) -> dict:
     return {"class_type": "AlcheMinTApply", "inputs": {"model": [model, 0], "adapter": adapter, "expert": expert}}
 
@@ -83,12 +79,6 @@ def conditioning(model: str, width: int, height: int) -> dict:
             "inputs": {"model": [model, 0], "timeline": ["timeline", 0], "positive": ["pos", 0],
                        "negative": ["neg", 0], "width": width, "height": height, "batch_size": 1,
                        "mode": "as trained", "w_mid": 1.0, "w_edge": -0.4, "edge_offset": 0.0}}
-
-
-def guider(model: str) -> dict:
-    return {"class_type": "AlcheMinTNativeMultiCFGGuider",
-            "inputs": {"model": [model, 0], "positive": ["ncond", 0], "negative": ["ncond", 1],
-                       "reference_scale": S_REF, "text_scale": S_TXT, "joint_scale": 0.0, "four_pass": False}}
 
 
 def sampler(noise: str, guide: str, sigmas: list, latent: list) -> dict:
@@ -130,7 +120,7 @@ def test_a14b_expert_pair_on_the_native_path_equals_the_packs_sampler(server):
               "apply_high": apply("unet_high", "adapter_high.safetensors", "high noise (Wan 2.2 A14B)"),
               "apply_low": apply("unet_low", "adapter_low.safetensors", "low noise (Wan 2.2 A14B)"),
               "ncond": conditioning("apply_high", 48, 32),
-              "guider_high": guider("apply_high"), "guider_low": guider("apply_low"),
+              "guider_high": native_guider(("apply_high", 0)), "guider_low": native_guider(("apply_low", 0)),
               "sigmas": {"class_type": "AlcheMinTFlowSigmas", "inputs": {"steps": STEPS, "shift": SHIFT}},
               "split": {"class_type": "AlcheMinTExpertSigmas", "inputs": {"sigmas": ["sigmas", 0],
                                                                           "boundary": BOUNDARY}},
@@ -164,7 +154,7 @@ def test_ti2v_5b_on_the_native_path_equals_the_packs_sampler(server):
     prompt = {**shared_nodes(), "vae": {"class_type": "AlcheMinTTestPatchVAE48", "inputs": {}},
               "unet": unet("wan22_ti2v_tiny.safetensors"),
               "apply": apply("unet", "adapter_ti2v.safetensors", "none (Wan 2.1, Wan 2.2 TI2V)"),
-              "ncond": conditioning("apply", 64, 32), "guider": guider("apply"),
+              "ncond": conditioning("apply", 64, 32), "guider": native_guider(),
               "sigmas": {"class_type": "AlcheMinTFlowSigmas", "inputs": {"steps": STEPS, "shift": SHIFT}},
               "euler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
               "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": SEED}},

@@ -234,21 +234,30 @@ def native_subjects(first_id: int, vae: tuple[int, int], clip: tuple[int, int]) 
     ]
 
 
+def native_conditioning() -> list[Node]:
+    """Both native workflows' nodes 3-12: Wan's VAE and text encoder, the two subjects, the captions and Native
+    Conditioning on the MODEL of node 2 (AlcheMinT Apply)."""
+    return [
+        Node(3, "VAELoader", (20, 290), ["wan_2.1_vae.safetensors"], size=(340, 60)),
+        Node(4, "CLIPLoader", (20, 370), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"],
+             size=(340, 80)),
+        *native_subjects(5, (3, 0), (4, 0)),
+        Node(10, "CLIPTextEncode", (640, 40), ["a blue cross floats over a meadow, then a green triangle spins in"],
+             {"clip": (4, 0)}, size=(400, 150)),
+        Node(11, "CLIPTextEncode", (640, 230), ["blurry, static, low quality"], {"clip": (4, 0)}, size=(400, 150),
+             title="Negative"),
+        Node(12, "AlcheMinTNativeConditioning", (1140, 40), [832, 480, 1, "as trained", 1.0, -0.4, 0.0],
+             {"model": (2, 0), "timeline": (9, 0), "positive": (10, 0), "negative": (11, 0)}, size=(340, 290)),
+    ]
+
+
 # Wan 2.1 on ComfyUI's own MODEL: Load Diffusion Model -> AlcheMinT Apply -> SamplerCustomAdvanced with the native
 # Multi-CFG guider (a LoRA loader may sit before or after Apply).
 WAN_NATIVE = [
     Node(1, "UNETLoader", (20, 40), ["wan2.1_t2v_1.3B_fp16.safetensors", "default"], size=(340, 90)),
     Node(2, "AlcheMinTApply", (20, 160), ["alchemint_wan2.1_t2v_1.3B.safetensors", "none (Wan 2.1, Wan 2.2 TI2V)"],
          {"model": (1, 0)}, size=(340, 100)),
-    Node(3, "VAELoader", (20, 290), ["wan_2.1_vae.safetensors"], size=(340, 60)),
-    Node(4, "CLIPLoader", (20, 370), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"], size=(340, 80)),
-    *native_subjects(5, (3, 0), (4, 0)),
-    Node(10, "CLIPTextEncode", (640, 40), ["a blue cross floats over a meadow, then a green triangle spins in"],
-         {"clip": (4, 0)}, size=(400, 150)),
-    Node(11, "CLIPTextEncode", (640, 230), ["blurry, static, low quality"], {"clip": (4, 0)}, size=(400, 150),
-         title="Negative"),
-    Node(12, "AlcheMinTNativeConditioning", (1140, 40), [832, 480, 1, "as trained", 1.0, -0.4, 0.0],
-         {"model": (2, 0), "timeline": (9, 0), "positive": (10, 0), "negative": (11, 0)}, size=(340, 290)),
+    *native_conditioning(),
     Node(13, "AlcheMinTNativeMultiCFGGuider", (1140, 370), [2.0, 5.0, 0.0, False],
          {"model": (2, 0), "positive": (12, 0), "negative": (12, 1)}, size=(340, 190)),
     Node(14, "AlcheMinTFlowSigmas", (1140, 600), [40, 5.66], size=(340, 90)),
@@ -269,15 +278,7 @@ WAN22_A14B = [
          title="Load Diffusion Model (high noise)"),
     Node(2, "AlcheMinTApply", (20, 160), ["alchemint_wan2.2_t2v_A14B_high_noise.safetensors",
                                           "high noise (Wan 2.2 A14B)"], {"model": (1, 0)}, size=(340, 100)),
-    Node(3, "VAELoader", (20, 290), ["wan_2.1_vae.safetensors"], size=(340, 60)),
-    Node(4, "CLIPLoader", (20, 370), ["umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan", "default"], size=(340, 80)),
-    *native_subjects(5, (3, 0), (4, 0)),
-    Node(10, "CLIPTextEncode", (640, 40), ["a blue cross floats over a meadow, then a green triangle spins in"],
-         {"clip": (4, 0)}, size=(400, 150)),
-    Node(11, "CLIPTextEncode", (640, 230), ["blurry, static, low quality"], {"clip": (4, 0)}, size=(400, 150),
-         title="Negative"),
-    Node(12, "AlcheMinTNativeConditioning", (1140, 40), [832, 480, 1, "as trained", 1.0, -0.4, 0.0],
-         {"model": (2, 0), "timeline": (9, 0), "positive": (10, 0), "negative": (11, 0)}, size=(340, 290)),
+    *native_conditioning(),
     Node(21, "UNETLoader", (640, 420), ["wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "default"],
          size=(340, 90), title="Load Diffusion Model (low noise)"),
     Node(22, "AlcheMinTApply", (640, 540), ["alchemint_wan2.2_t2v_A14B_low_noise.safetensors",
