@@ -109,18 +109,14 @@ def dense_cond(dense: DenseCaptions):
 
         class CONDDense(comfy.conds.CONDRegular):
             def process_cond(self, batch_size, **kwargs):
-                d, n = self.cond, batch_size // self.cond.context.shape[0]
-                return self._copy_with(DenseCaptions(d.context.repeat(n, 1, 1, 1), d.spans.repeat(n, 1, 1),
-                                                     d.lengths.repeat(n, 1)))
+                return self._copy_with(self.cond.repeat(batch_size // self.cond.context.shape[0]))
 
             def can_concat(self, other):
                 b = getattr(other, "cond", None)
                 return isinstance(b, DenseCaptions) and self.cond.context.shape[1:] == b.context.shape[1:]
 
             def concat(self, others):
-                parts = [self.cond] + [o.cond for o in others]
-                return DenseCaptions(torch.cat([d.context for d in parts]), torch.cat([d.spans for d in parts]),
-                                     torch.cat([d.lengths for d in parts]))
+                return DenseCaptions.cat([self.cond] + [o.cond for o in others])
 
             def size(self):
                 return list(self.cond.context.shape)
@@ -157,7 +153,8 @@ def apply_guard():
     return group
 
 
-def with_references(conditioning, refs: References | None, where: str, guard=None, dense: DenseCaptions | None = None):
+def with_references(conditioning, refs: References | None, where: str, guard=None,
+                    dense: DenseCaptions | None = None):
     """A copy of CONDITIONING whose every entry carries `refs` (None: carries none), the `guard` hooks and, when
     given, the timed captions `dense`."""
     try:
@@ -223,9 +220,8 @@ def make_wrapper(info: NativeAdapter):
         if hosted is None or hosted.host is not host:
             hosted = views[id(host)] = HostedWan(host, info.adapter, info.cfg)
         hosted.attend, hosted.options = comfy_attend(transformer_options), transformer_options
-        if dense is not None:
-            dense = DenseCaptions(dense.context.to(x.device), dense.spans.to(x.device), dense.lengths.to(x.device))
-        return hosted(x, timestep, context, refs=None if refs is None else refs.to(x.device), dense=dense)
+        return hosted(x, timestep, context, refs=None if refs is None else refs.to(x.device),
+                      dense=None if dense is None else dense.to(x.device))
     return wrapper
 
 
@@ -347,9 +343,7 @@ class NativeConditioning:
         dense = None
         if timed_captions is not None:
             taker = SimpleNamespace(alchemint=info.adapter, cfg=info.cfg)  # what check_model_takes reads
-            dense = timed_dense(taker, timeline, timed_captions, f"{where}: timed_captions")
-            dense = DenseCaptions(dense.context.repeat(int(batch_size), 1, 1, 1),
-                                  dense.spans.repeat(int(batch_size), 1, 1), dense.lengths.repeat(int(batch_size), 1))
+            dense = timed_dense(taker, timeline, timed_captions, f"{where}: timed_captions").repeat(int(batch_size))
         if mode not in MODES:
             raise ValueError(f"{where}: mode '{mode}' must be one of {', '.join(MODES)}")
         try:

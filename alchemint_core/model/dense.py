@@ -33,6 +33,19 @@ class DenseCaptions:
         if self.lengths is None:
             self.lengths = torch.full((b, e), self.context.shape[2], dtype=torch.long)
 
+    def repeat(self, n: int) -> "DenseCaptions":
+        """The same captions for a batch n times as large."""
+        return DenseCaptions(self.context.repeat(n, 1, 1, 1), self.spans.repeat(n, 1, 1), self.lengths.repeat(n, 1))
+
+    def to(self, device) -> "DenseCaptions":
+        return DenseCaptions(self.context.to(device), self.spans.to(device), self.lengths.to(device))
+
+    @staticmethod
+    def cat(parts: "list[DenseCaptions]") -> "DenseCaptions":
+        """Batches of captions of the same shape, one after the other."""
+        return DenseCaptions(torch.cat([d.context for d in parts]), torch.cat([d.spans for d in parts]),
+                             torch.cat([d.lengths for d in parts]))
+
 
 def event_frames(start: float, end: float, frames: int) -> tuple[int, int] | None:
     """Latent frames s..e (inclusive) an event covers; an event shorter than a frame keeps its nearest frame;
