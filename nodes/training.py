@@ -22,11 +22,11 @@ from alchemint_core.training.trainer import Trainer as TrainingLoop
 
 from . import bridge
 from .models import CATEGORY
+from .native import EXPERTS
 from .sampling import image_tensor
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NEW_DEMO_MODEL = "new demo-size model (from scratch)"
-TRAIN_EXPERTS = {"none (a single model)": "", "high noise (Wan 2.2 A14B)": "high", "low noise (Wan 2.2 A14B)": "low"}
 
 
 @dataclass(frozen=True)
@@ -155,16 +155,16 @@ class AdapterTrainer:
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 31 - 1, "tooltip": "Seed of data order, noise and "
                              "initialisation."}),
         }, "optional": {
-            "expert": (list(TRAIN_EXPERTS), {"default": next(iter(TRAIN_EXPERTS)), "tooltip": "Wan 2.2 A14B: which "
+            "expert": (list(EXPERTS), {"default": next(iter(EXPERTS)), "tooltip": "Wan 2.2 A14B: which "
                        "expert base is. It trains only on the noise levels that expert samples (high: at or above "
                        "the boundary 0.875, low: below), and the adapter is marked for it: train one per expert."}),
         }}
 
     def train(self, cache, base, mode, output_name, steps, batch_size, learning_rate, lora_rank, rope_mode,
-              gradient_checkpointing, resume, seed, expert=next(iter(TRAIN_EXPERTS))):
+              gradient_checkpointing, resume, seed, expert=next(iter(EXPERTS))):
         name = check_name(output_name, "Trainer: output_name")
-        if expert not in TRAIN_EXPERTS:
-            raise ValueError(f"Trainer: expert '{expert}' must be one of {', '.join(TRAIN_EXPERTS)}")
+        if expert not in EXPERTS:
+            raise ValueError(f"Trainer: expert '{expert}' must be one of {', '.join(EXPERTS)}")
         run = output_root() / "runs" / name
         values = {"cache": str(cache.path), "out": str(run), "mode": mode, "steps": steps, "batch_size": batch_size,
                   "lr_new": learning_rate, "lr_base": learning_rate, "seed": seed, "ema_decay": 0.0,
@@ -176,11 +176,11 @@ class AdapterTrainer:
             values["adapter"] = {**demo["adapter"], "rope_mode": rope_mode}
         else:
             values["base"] = str(bridge.resolve("diffusion_models", base, "Trainer: base"))
-        if TRAIN_EXPERTS[expert]:
+        if EXPERTS[expert]:
             if base == NEW_DEMO_MODEL:
                 raise ValueError("Trainer: expert is for a Wan 2.2 A14B expert as base; set it to none for a new "
                                  "demo model")
-            values["expert"] = TRAIN_EXPERTS[expert]
+            values["expert"] = EXPERTS[expert]
         if mode == "lora":
             if lora_rank < 1:
                 raise ValueError("Trainer: mode 'lora' needs lora_rank >= 1 (or choose mode 'adapter-only')")
