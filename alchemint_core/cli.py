@@ -286,12 +286,23 @@ def add_demo_sampling_options(parser: argparse.ArgumentParser) -> None:
                         help=f"text guidance scale (default {DEFAULT_GUIDANCE.text_scale})")
 
 
+def add_eta_option(parser: argparse.ArgumentParser) -> None:
+    """--eta (demo and evaluate): how much fresh noise each sampling step draws."""
+    parser.add_argument("--eta", type=float, default=0.0,
+                        help="fresh noise per sampling step, as a share of the ancestral (DDPM) step's: 0 = the "
+                             "deterministic flow (default), 1 = ancestral")
+
+
 def demo_sampling(args):
     """The Guidance of a demo command, with its steps and shift checked: before any work."""
     from .demo.pipeline import DEFAULT_SHIFT, DEFAULT_STEPS
-    from .sampling.flow import check_steps_shift
+    from .sampling.flow import check_eta, check_steps_shift
     from .sampling.guidance import Guidance
     check_steps_shift(args.steps, args.shift, (DEFAULT_STEPS, DEFAULT_SHIFT))
+    try:
+        check_eta(getattr(args, "eta", 0.0))
+    except ValueError as err:
+        raise ValueError(f"--eta: {err}") from None
     try:
         return Guidance(ref_scale=args.ref_scale, text_scale=args.text_scale)
     except ValueError as err:
@@ -312,7 +323,7 @@ def cmd_demo(args) -> int:
     check_writable(strip_path, "--strip")
     pipe = DemoPipeline(args.model, args.encoders)
     result = pipe.generate(subjects, args.prompt, args.seed, args.steps, args.shift, args.mode, args.frames, args.fps,
-                           guidance)
+                           guidance, eta=args.eta)
     write_video(result.frames, out, args.fps, scale=args.scale)
     strip_image(result.frames, result.references, [s.tag for s in subjects], [(s.start, s.end) for s in subjects],
                 args.fps).save(strip_path)
@@ -372,18 +383,19 @@ def cmd_evaluate(args) -> int:
         rows.append(score(pipe, prompts, detector, name + suffix, steps=args.steps,
                           timing_in_prompt=name == "prompt-only", rope_overrides=overrides or None,
                           guidance=guidance, shift=args.shift, from_truth=args.from_truth,
-                          other_shapes=args.other_shapes))
+                          other_shapes=args.other_shapes, eta=args.eta))
         print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
         if args.wrong_reference or (name == "shipped" and not args.no_ablations):
             rows.append(score(pipe, prompts, detector, f"{name}, wrong reference{suffix}", steps=args.steps,
                               wrong_reference=True, guidance=guidance, shift=args.shift, from_truth=args.from_truth,
-                              other_shapes=args.other_shapes))
+                              other_shapes=args.other_shapes, eta=args.eta))
             print(markdown_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(markdown_table(rows))
     settings = {"detector_t_iou": detector_iou, "prompts": len(prompts), "seed": args.seed,
                 "split": None if args.prompts else args.split, "steps": args.steps, "shift": args.shift,
-                "ref_scale": guidance.ref_scale, "text_scale": guidance.text_scale, "from_truth": args.from_truth,
+                "eta": args.eta, "ref_scale": guidance.ref_scale, "text_scale": guidance.text_scale,
+                "from_truth": args.from_truth,
                 "other_shapes": args.other_shapes,
                 "subjects": sum(len(p.subjects) for p in prompts)}
     write_results(rows, args.out, settings)
@@ -533,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", help="caption (default: 'a <tag> and a <tag> ...')")
     demo.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     add_demo_sampling_options(demo)
+    add_eta_option(demo)
     demo.add_argument("--mode", choices=["none", "mid", "werope", "avg"],
                       help="temporal RoPE mode of the references (default: the one the model was trained with)")
     demo.add_argument("--model", help="another AlcheMinT checkpoint (default: the shipped demo model)")
@@ -560,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoders", help="demo-encoders file for every model (default: each model's own: the "
                                         "encoders.safetensors beside its file, else the shipped one)")
     add_demo_sampling_options(ev)
+    add_eta_option(ev)
     ev.add_argument("--no-ablations", action="store_true", help="only the shipped model")
     ev.add_argument("--wrong-reference", action="store_true",
                     help="also score every model with each subject given another appearance's reference image (tags "

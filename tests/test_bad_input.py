@@ -280,6 +280,8 @@ CASES = [
     Case("cli-evaluate-zero-shift", lambda e: evaluate_error(e, "--shift", "0"), r"shift 0\.0",
          r"\(0, 100\] \(default 3\.0\)"),
     Case("cli-nan-shift", lambda e: demo_error(e, "--shift", "nan"), r"shift nan", r"must be a number in"),
+    Case("cli-eta-above-one", lambda e: evaluate_error(e, "--eta", "1.5"), r"--eta: eta 1\.5",
+         r"number in \[0, 1\]: 0 integrates the flow"),
     Case("node-huge-steps", lambda e: node_error(lambda: sample(e, steps=5000)), r"steps 5000", r"from 1 to 1000"),
     Case("node-negative-guidance", lambda e: node_error(lambda: sample(e, ref_scale=-1.0)), r"ref_scale -1",
          r"must be a finite number in \[0, 100\]"),

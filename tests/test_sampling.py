@@ -32,6 +32,49 @@ def test_euler_transports_noise_to_data_for_the_exact_velocity():
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
 
 
+def gaussian_velocity(mu: float, c: float):
+    """The exact velocity for data x0 ~ N(mu, c^2): E[x0 | x_s] in closed form."""
+    def velocity(x, t):
+        s = t[0].item() / 1000
+        a = 1 - s
+        x0 = mu + a * c * c / (a * a * c * c + s * s) * (x - a * mu)
+        return (x - x0) / s
+    return velocity
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_every_eta_samples_the_data_distribution_for_the_exact_velocity(eta):
+    # deterministic flow, partly and fully ancestral steps all converge to N(1.5, 0.3^2); a sampler whose fresh
+    # noise did not shrink with the step (a full redraw each step) would collapse the spread towards the mean
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(100_000, 1, generator=g)
+    out = euler(gaussian_velocity(1.5, 0.3), noise, ac.sigma_schedule(400, 3.0), eta=eta, generator=g)
+    assert abs(out.mean().item() - 1.5) < 0.01
+    assert abs(out.std().item() - 0.3) < 0.012
+
+
+def test_eta_zero_is_the_plain_euler_step_and_eta_draws_fresh_noise_per_seed(model):
+    x0, noise = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 16, 2, 4, 4)
+    sigmas = ac.sigma_schedule(5, 3.0)
+    velocity = gaussian_velocity(0.2, 0.5)
+    x = noise
+    for i in range(5):
+        x = x + (sigmas[i + 1] - sigmas[i]).item() * velocity(x, (sigmas[i] * 1000).expand(1))
+    torch.testing.assert_close(euler(velocity, noise, sigmas, eta=0.0), x)
+    shape = (1, 16, 2, 8, 8)
+    cond = ac.Conditioning(torch.randn(1, 4, TINY.text_dim), refs=make_refs())
+    neg = torch.randn(1, 2, TINY.text_dim)
+    runs = [ac.generate(model, cond, neg, shape, seed=seed, steps=4, eta=eta)
+            for seed, eta in ((3, 0.0), (3, 1.0), (3, 1.0), (4, 1.0))]
+    assert not torch.equal(runs[0], runs[1]) and torch.equal(runs[1], runs[2]) and not torch.equal(runs[2], runs[3])
+
+
+@pytest.mark.parametrize("eta", [-0.1, 1.5, float("nan"), True, "1"])
+def test_bad_eta_is_rejected(eta):
+    with pytest.raises(ValueError, match=r"eta .* must be a number in \[0, 1\]"):
+        euler(lambda x, t: x, torch.zeros(1, 1), ac.sigma_schedule(2, 3.0), eta=eta)
+
+
 def test_noise_is_reproducible_per_seed():
     a, b, c = (ac.seeded_noise((1, 16, 2, 4, 4), s) for s in (7, 7, 8))
     assert torch.equal(a, b) and not torch.equal(a, c)

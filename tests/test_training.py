@@ -155,6 +155,29 @@ def test_full_training_from_scratch_lowers_the_loss(cache, tmp_path):
     assert model.alchemint is not None and model.cfg.dim == TINY_MODEL["dim"]
 
 
+def test_x0_loss_space_is_the_clean_estimate_error_and_trains(cache, tmp_path):
+    """loss_space 'x0' scores the clean estimate x_t - sigma*v against x0 (every noise level alike) and trains
+    as the velocity loss does; an unknown space is refused with the choices."""
+    from alchemint_core.training.trainer import flow_matching_loss
+    trainer = Trainer(TrainConfig.from_dict({**train_config(cache, tmp_path / "a", steps=40, warmup_steps=5),
+                                             "loss_space": "x0"}), show_bar=False)
+    batch = trainer.batch_for(0)
+    with torch.no_grad():
+        sigma = batch.sigma.view(-1, 1, 1, 1, 1)
+        x_t = (1 - sigma) * batch.x0 + sigma * batch.noise
+        v = trainer.net(x_t, batch.sigma * 1000, batch.context, refs=batch.refs, context_mask=batch.context_mask,
+                        dense=batch.dense)
+        expected = ((x_t - sigma * v - batch.x0).pow(2) * batch.loss_weight).mean()
+        torch.testing.assert_close(flow_matching_loss(trainer.net, batch, "x0"), expected)
+        velocity = flow_matching_loss(trainer.net, batch, "velocity")
+        assert velocity > expected  # sigma < 1: the velocity loss weighs the same error by 1/sigma^2
+    trainer.run()
+    losses = [float(r.split(",")[1]) for r in (tmp_path / "a" / "metrics.csv").read_text().splitlines()[1:]]
+    assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
+    with pytest.raises(ValueError, match=r"loss_space 'eps' must be one of \('velocity', 'x0'\)"):
+        TrainConfig.from_dict({**train_config(cache, tmp_path / "b"), "loss_space": "eps"}).validate()
+
+
 def test_full_training_continues_from_an_fp16_model_file_in_fp32(cache, tmp_path):
     """A model stored in fp16 (as the shipped demo model is) continues training: its weights train in fp32."""
     first = run(train_config(cache, tmp_path / "a", steps=4))

@@ -188,7 +188,8 @@ def check_prompt_sizes(prompts: list[Prompt], models: list[tuple[str, str]], whe
 def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, name: str, mode: str | None = None,
           wrong_reference: bool = False, steps: int = 40, timing_in_prompt: bool = False,
           rope_overrides: dict | None = None, guidance: Guidance = DEFAULT_GUIDANCE,
-          shift: float = DEFAULT_SHIFT, from_truth: float = 1.0, other_shapes: bool = False) -> Scores:
+          shift: float = DEFAULT_SHIFT, from_truth: float = 1.0, other_shapes: bool = False,
+          eta: float = 0.0) -> Scores:
     """Generate every prompt and score it. wrong_reference: each subject gets the reference image of another
     held-out appearance (tags unchanged): the baseline that shows identity comes from the references.
     timing_in_prompt: write the intervals into the caption, as the prompt-only ablation was trained.
@@ -212,7 +213,7 @@ def score(pipe: DemoPipeline, prompts: list[Prompt], detector: SubjectDetector, 
                   if timing_in_prompt else None)
         shown = other_shapes_of(p) if other_shapes else None
         result = pipe.generate(subjects, prompt, seed=p.seed, steps=steps, shift=shift, mode=mode,
-                               rope_overrides=rope_overrides, guidance=guidance, start_sigma=from_truth,
+                               rope_overrides=rope_overrides, guidance=guidance, start_sigma=from_truth, eta=eta,
                                start_frames=ground_truth_video(p, shown) if from_truth < 1 else None)
         tally.times.append(result.seconds)
         tally.add(result.frames, p.subjects, detector, shown, prompt_id(k))

@@ -138,7 +138,7 @@ class DemoPipeline:
                  steps: int = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT, mode: str | None = None,
                  frames: int = FRAMES, fps: float = FPS, guidance: Guidance = DEFAULT_GUIDANCE,
                  callback: StepCallback | None = None, rope_overrides: dict | None = None,
-                 start_frames: np.ndarray | None = None, start_sigma: float = 1.0) -> DemoResult:
+                 start_frames: np.ndarray | None = None, start_sigma: float = 1.0, eta: float = 0.0) -> DemoResult:
         """rope_overrides: TemporalRope fields (w_mid, w_edge, edge_offset) replacing the trained ones.
         start_frames (uint8 [N, H, W, 3]) with start_sigma < 1: start from that video noised to start_sigma."""
         prompt = prompt or default_caption([s.tag for s in subjects])
@@ -153,7 +153,7 @@ class DemoPipeline:
                                      in zip(subjects, refs)],
                            intervals=[(s.start, s.end) for s in subjects], positive_mask=positive_mask,
                            negative_mask=negative_mask, rope=rope, seed=seed, steps=steps, shift=shift,
-                           guidance=guidance, start_sigma=start_sigma,
+                           guidance=guidance, start_sigma=start_sigma, eta=eta,
                            init_latents=None if start_frames is None else
                            self.vae.encode(torch.from_numpy(np.ascontiguousarray(start_frames)).float().div(255)))
         latents = generate_video(self.handle, req, callback)

@@ -37,17 +37,47 @@ def seeded_noise(shape, seed: int, device=None, dtype=torch.float32) -> torch.Te
     return torch.randn(tuple(shape), generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
+def check_eta(eta: float) -> None:
+    if not (isinstance(eta, (int, float)) and not isinstance(eta, bool) and math.isfinite(eta) and 0 <= eta <= 1):
+        raise ValueError(f"eta {eta!r} must be a number in [0, 1]: 0 integrates the flow (deterministic), 1 samples "
+                         f"each step from the DDPM posterior (ancestral)")
+
+
+def fresh_noise_std(s: float, s_next: float) -> float:
+    """Std of the posterior q(x_s' | x_s, x0) of x_s = (1-s)*x0 + s*noise, s' < s: the noise an ancestral step
+    draws anew. It shrinks with the step, so the steps discretise the reverse SDE (no collapse onto the mean)."""
+    if s_next <= 0:
+        return 0.0
+    a, a_next = 1 - s, 1 - s_next
+    transition = s ** 2 - (a / a_next) ** 2 * s_next ** 2  # variance added going from s' to s
+    return math.sqrt(max(transition, 0.0) * s_next ** 2 / s ** 2)
+
+
 def euler(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
-          sigmas: torch.Tensor, callback: StepCallback | None = None) -> torch.Tensor:
-    """Integrate dx/dsigma = v from sigmas[0] to sigmas[-1]; velocity(x, timestep[B]) with timestep = 1000*sigma."""
+          sigmas: torch.Tensor, callback: StepCallback | None = None, eta: float = 0.0,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Step from sigmas[0] to sigmas[-1]; velocity(x, timestep[B]) with timestep = 1000*sigma.
+
+    Each step splits x into the model's clean estimate x0 = x - s*v and noise estimate e = x + (1-s)*v and puts
+    them together at the next level s' as DDIM does: (1-s')*x0 + sqrt(s'^2 - r^2)*e + r*z, with r = eta times the
+    posterior std (fresh_noise_std) and z fresh noise from `generator` (CPU). eta = 0 is exactly the Euler step
+    of the flow; eta = 1 is the ancestral (DDPM) step, whose fresh noise lets a trajectory that settled early on
+    an average (a blob) still move away from it."""
+    check_eta(eta)
     x = noise
     b = x.shape[0]
     timesteps = (sigmas * 1000).to(x.device)  # on the device once: no host->device copy per step
     total = len(sigmas) - 1
     for i in range(total):
         v = velocity(x, timesteps[i].expand(b))
-        x0 = x - sigmas[i].item() * v if callback is not None else None
-        x = x + (sigmas[i + 1] - sigmas[i]).item() * v
+        s, s_next = sigmas[i].item(), sigmas[i + 1].item()
+        x0 = x - s * v
+        r = eta * fresh_noise_std(s, s_next)
+        if r == 0:
+            x = x + (s_next - s) * v
+        else:
+            z = torch.randn(tuple(x.shape), generator=generator, dtype=torch.float32).to(x.device, x.dtype)
+            x = (1 - s_next) * x0 + math.sqrt(max(s_next ** 2 - r ** 2, 0.0)) * (x + (1 - s) * v) + r * z
         if callback is not None:
             callback(i, total, x, x0)
     return x
@@ -79,12 +109,14 @@ def generate(model, positive: Conditioning, negative: torch.Tensor, shape, seed:
              guidance: Guidance = Guidance(), steps: int = DEFAULT_STEPS, shift: float = DEFAULT_SHIFT,
              latent_format: LatentFormat | None = None, callback: StepCallback | None = None,
              negative_mask: torch.Tensor | None = None, init: torch.Tensor | None = None,
-             start_sigma: float = 1.0) -> torch.Tensor:
+             start_sigma: float = 1.0, eta: float = 0.0) -> torch.Tensor:
     """Sample latents of `shape` [B, C, F, H, W]. Returned latents are raw (denormalised with latent_format) so
     the VAE decodes them directly; reference latents in `positive.refs` must already be normalised.
     init (normalised latents) with start_sigma < 1: start from init noised to the schedule's first level <=
-    start_sigma and integrate the rest (SDEdit), e.g. to see at which noise level a model decides what."""
+    start_sigma and integrate the rest (SDEdit), e.g. to see at which noise level a model decides what.
+    eta: the share of each step's noise redrawn (see euler), from a generator seeded by `seed` too."""
     check_start(start_sigma, init, shape)
+    check_eta(eta)
     sigmas = sigma_schedule(steps, shift)
     device = next(model.parameters()).device
     guider = Guider(model, positive, negative, guidance, shape, negative_mask)
@@ -92,5 +124,6 @@ def generate(model, positive: Conditioning, negative: torch.Tensor, shape, seed:
     if start_sigma < 1:
         sigmas = start_from(sigmas, start_sigma)
         x = (1 - sigmas[0].item()) * init.to(device, torch.float32) + sigmas[0].item() * x
-    x = euler(guider, x, sigmas, callback)
+    fresh = torch.Generator("cpu").manual_seed((int(seed) + 1) % (2 ** 64)) if eta > 0 else None
+    x = euler(guider, x, sigmas, callback, eta, fresh)
     return latent_format.denormalize(x) if latent_format is not None else x

@@ -14,7 +14,7 @@ from ..model.latents import LatentFormat, wan_vae
 from ..model.memory import SAMPLING_OPTIONS, explain_out_of_memory
 from ..model.rope import TemporalRope
 from ..model.transformer import WanModel
-from .flow import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_start, check_steps_shift, generate
+from .flow import DEFAULT_SHIFT, DEFAULT_STEPS, StepCallback, check_eta, check_start, check_steps_shift, generate
 from .guidance import Conditioning, Guidance
 from .intervals import latent_frame_count
 from .subjects import Subject, encode_subjects, make_references
@@ -70,6 +70,7 @@ class VideoRequest:
     guidance: Guidance = field(default_factory=Guidance)
     init_latents: torch.Tensor | None = None  # raw VAE latents to start from (with start_sigma < 1)
     start_sigma: float = 1.0  # 1: from pure noise
+    eta: float = 0.0  # share of each step's noise redrawn: 0 = the deterministic flow (see flow.euler)
     dense: DenseCaptions | None = None  # timed captions (spans in latent frames) for a model with a dense branch
 
 
@@ -91,6 +92,7 @@ def check_request(handle: VideoModel, req: VideoRequest) -> None:
                          + ("remove subjects or use a model trained with a larger max_refs" if handle.max_refs
                             else "it has no AlcheMinT adapter, load one"))
     check_start(req.start_sigma, req.init_latents, latent_shape(handle, req))
+    check_eta(req.eta)
     if req.dense is not None:
         check_model_takes(handle.model, req.dense)
     text_dim = handle.model.cfg.text_dim
@@ -130,4 +132,4 @@ def generate_video(handle: VideoModel, req: VideoRequest, callback: StepCallback
         init = handle.latent_format.normalize(req.init_latents) if req.init_latents is not None else None
         return generate(handle.model, cond, req.negative.to(device), latent_shape(handle, req), req.seed,
                         req.guidance, req.steps, req.shift, latent_format=handle.latent_format, callback=callback,
-                        negative_mask=neg_mask, init=init, start_sigma=req.start_sigma)
+                        negative_mask=neg_mask, init=init, start_sigma=req.start_sigma, eta=req.eta)

@@ -16,6 +16,7 @@ MODES = ("lora", "full", "adapter-only")
 PRECISIONS = ("auto", "bf16", "fp32")
 LR_SCHEDULES = ("constant", "cosine")
 TIMESTEP_SAMPLING = ("logit-normal", "shifted-uniform")
+LOSS_SPACES = ("velocity", "x0")
 
 
 def opt(default, help: str, **kw):
@@ -68,6 +69,9 @@ class TrainConfig:
     p_drop_caption: float = opt(0.1, "probability of dropping the caption (and timed captions) for guidance")
     p_drop_words: float = opt(0.0, "probability of dropping a sample's words (caption and every tag) while keeping "
                                    "its reference images, so identity must come from the images")
+    loss_space: str = opt("velocity", "where the MSE is taken: 'velocity' (noise - x0: an error in the clean "
+                          "estimate weighs 1/sigma^2, so low noise levels dominate) or 'x0' (the clean estimate "
+                          "x_t - sigma*v: every noise level alike)")
     subject_loss_weight: float = opt(0.0, "extra loss weight on latent cells covered by a subject's mask")
     gradient_checkpointing: bool = opt(False, "recompute block activations in the backward pass to save memory")
     ema_decay: float = opt(0.0, "EMA of trained weights (e.g. 0.999); 0 = off. The saved result uses the EMA")
@@ -103,6 +107,8 @@ class TrainConfig:
             errors.append(f"lr_schedule {self.lr_schedule!r} must be one of {LR_SCHEDULES}")
         if not (isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1):
             errors.append("min_lr_ratio must be a fraction in [0, 1]")
+        if self.loss_space not in LOSS_SPACES:
+            errors.append(f"loss_space {self.loss_space!r} must be one of {LOSS_SPACES}")
         if self.timestep_sampling not in TIMESTEP_SAMPLING:
             errors.append(f"timestep_sampling {self.timestep_sampling!r} must be one of {TIMESTEP_SAMPLING}")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):

@@ -136,14 +136,17 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * done))
 
 
-def flow_matching_loss(model, batch: Batch) -> torch.Tensor:
-    """MSE between predicted and true velocity (noise - x0), on video latents only, per-cell weighted."""
+def flow_matching_loss(model, batch: Batch, space: str = "velocity") -> torch.Tensor:
+    """MSE on video latents only, per-cell weighted: between predicted and true velocity (noise - x0), or with
+    space 'x0' between the clean estimate x_t - sigma*v and x0 (the same error times sigma^2)."""
     sigma = batch.sigma.view(-1, 1, 1, 1, 1)
     x_t = (1 - sigma) * batch.x0 + sigma * batch.noise
     pred = model(x_t, batch.sigma * 1000, batch.context, refs=batch.refs, context_mask=batch.context_mask,
                  dense=batch.dense)
-    err = (pred.float() - (batch.noise - batch.x0)).pow(2) * batch.loss_weight
-    return err.mean(dim=(1, 2, 3, 4)).mean()
+    err = pred.float() - (batch.noise - batch.x0)
+    if space == "x0":
+        err = err * sigma  # (x_t - sigma*pred) - x0 = -sigma*(pred - v)
+    return (err.pow(2) * batch.loss_weight).mean(dim=(1, 2, 3, 4)).mean()
 
 
 class Trainer:
@@ -265,9 +268,9 @@ class Trainer:
             batch = self.batch_for(micro)
             if self.autocast is not None:
                 with self.autocast:
-                    loss = flow_matching_loss(self.net, batch)
+                    loss = flow_matching_loss(self.net, batch, cfg.loss_space)
             else:
-                loss = flow_matching_loss(self.net, batch)
+                loss = flow_matching_loss(self.net, batch, cfg.loss_space)
             (loss / cfg.grad_accum).backward()
             total += float(loss.detach()) / cfg.grad_accum
         if cfg.max_grad_norm:
