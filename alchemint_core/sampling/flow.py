@@ -71,8 +71,8 @@ def euler(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise:
     for i in range(total):
         v = velocity(x, timesteps[i].expand(b))
         s, s_next = sigmas[i].item(), sigmas[i + 1].item()
-        x0 = x - s * v
         r = eta * fresh_noise_std(s, s_next)
+        x0 = x - s * v if callback is not None or r else None  # only when needed: one tensor op less per step
         if r == 0:
             x = x + (s_next - s) * v
         else:
@@ -116,7 +116,6 @@ def generate(model, positive: Conditioning, negative: torch.Tensor, shape, seed:
     start_sigma and integrate the rest (SDEdit), e.g. to see at which noise level a model decides what.
     eta: the share of each step's noise redrawn (see euler), from a generator seeded by `seed` too."""
     check_start(start_sigma, init, shape)
-    check_eta(eta)
     sigmas = sigma_schedule(steps, shift)
     device = next(model.parameters()).device
     guider = Guider(model, positive, negative, guidance, shape, negative_mask)
