@@ -137,7 +137,7 @@ def cmd_cache(args) -> int:
     vae, text = load_encoders(args.encoders)
     cfg = CacheConfig(num_frames=args.frames, height=args.height, width=args.width,
                       clips_per_sample=args.clips_per_sample, ref_variants=args.ref_variants, seed=args.seed,
-                      threshold=args.threshold, dtype=args.dtype)
+                      threshold=args.threshold, dtype=args.dtype, soft_subjects=args.soft_subjects)
     encoder_id = f"demo:{args.encoders}"
     if args.ray:
         from .data.ray_jobs import cache_parts_on_ray, options
@@ -161,7 +161,7 @@ def cmd_cache(args) -> int:
     argv = ["cache", "--data", str(args.data), "--out", str(args.out), "--encoders", str(args.encoders),
             "--frames", str(args.frames), "--clips-per-sample", str(args.clips_per_sample),
             "--ref-variants", str(args.ref_variants), "--seed", str(args.seed),
-            "--threshold", repr(args.threshold), "--dtype", args.dtype]
+            "--threshold", repr(args.threshold), "--dtype", args.dtype, "--soft-subjects", repr(args.soft_subjects)]
     argv += ["--height", str(args.height), "--width", str(args.width)] if args.height and args.width else []
     workers, part = start_parts(args, argv)
     with bar:  # closed on an error too, so the error starts its own line
@@ -733,6 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of a frame a mask must cover for the subject to count as present")
     cache.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                        help="storage dtype of cached tensors")
+    cache.add_argument("--soft-subjects", type=float, default=0.0, metavar="SIGMA",
+                       help="also cache each clip with its subjects blurred by SIGMA pixels (their outlines gone), "
+                            "for the training option p_soft_subjects (default 0: off)")
     cache.add_argument("--workers", type=int, default=1,
                        help="encode with this many processes (one per core); the result equals a one-process build")
     cache.add_argument("--part", help=argparse.SUPPRESS)  # I/N: one worker's share, shards only

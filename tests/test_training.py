@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from einops import rearrange
@@ -574,3 +575,65 @@ def test_export_explains_what_it_cannot_use(cache, tmp_path):
     wrong = cli(["export", str(model_file), "--out", str(tmp_path / "x.safetensors")])
     assert wrong.returncode == 2 and "not a training checkpoint" in wrong.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_soften_subjects_blurs_only_around_the_subjects():
+    """The softened frame keeps everything away from the subjects and loses the outline inside: a star's tips
+    and a ring's hole are averaged away, its colour stays."""
+    from alchemint_core.data.soften import soften_subjects
+    from alchemint_core.synthetic import shape_mask
+    frames = np.full((2, 64, 64, 3), 120, np.uint8)
+    frames[:, :, 54:] = 60  # an edge far from the subject (beyond the widened mask and the blur): stays sharp
+    cov = shape_mask("ring", 18, 0.0, 64, 64, 20, 20) > 0.5
+    frames[:, cov] = (250, 20, 20)
+    soft = soften_subjects(frames, [np.stack([cov, cov])], 4.0)
+    assert soft.shape == frames.shape and soft.dtype == np.uint8
+    np.testing.assert_array_equal(soft[:, :, 50:], frames[:, :, 50:])
+    hole = soft[0, 20, 20].astype(int)  # the ring's hole takes the ring's colour, the ring loses contrast
+    assert hole[0] > 150 and abs(int(soft[0, 20, 20, 0]) - int(soft[0, 20, 12, 0])) < 60
+    np.testing.assert_array_equal(soften_subjects(frames, [np.stack([cov, cov])], 0.0), frames)
+    from alchemint_core.data.dataset import DatasetError
+    with pytest.raises(DatasetError, match=r"soft_subjects=-1.*sigma in pixels"):
+        soften_subjects(frames, [], -1)
+
+
+def test_soft_subject_training_noises_the_softened_clip_toward_the_sharp_target(tmp_path):
+    """A cache built with soft_subjects holds each clip softened; with p_soft_subjects the batch noises that clip
+    only at noise levels >= soft_min_sigma, and the loss's target velocity still reaches the sharp clip from x_t.
+    A cache without softened clips is refused with the fix; caches made before the option stay valid."""
+    from alchemint_core.training.trainer import flow_matching_loss
+    data = write_dataset(tmp_path / "data", n=4)
+    vae, text = encoders()
+    build_cache(data, tmp_path / "plain", vae, text, CacheConfig(num_frames=9, ref_variants=2), encoder_id="t")
+    manifest = json.loads((tmp_path / "plain" / "manifest.json").read_text())
+    assert "soft_subjects" not in manifest["config"]  # as before the option: old caches resume
+    build_cache(data, tmp_path / "soft", vae, text, CacheConfig(num_frames=9, ref_variants=2, soft_subjects=2.0),
+                encoder_id="t")
+    clips = CachedClips(tmp_path / "soft")
+    item = clips[0]
+    assert item["video_soft"].shape == item["video"].shape and not torch.equal(item["video_soft"], item["video"])
+
+    cfg = TrainConfig.from_dict({**train_config(tmp_path / "soft", tmp_path / "run", steps=4, batch_size=4),
+                                 "p_soft_subjects": 1.0, "soft_min_sigma": 0.5})
+    trainer = Trainer(cfg, show_bar=False)
+    for micro in range(4):
+        batch = trainer.batch_for(micro)
+        if batch.signal is not None and (batch.sigma >= 0.5).any() and (batch.sigma < 0.5).any():
+            break
+    assert batch.signal is not None, "no batch mixed high and low noise levels"
+    for i, s in enumerate(batch.sigma.tolist()):
+        softened = not torch.equal(batch.signal[i], batch.x0[i])
+        assert softened == (s >= 0.5)
+    with torch.no_grad():
+        sigma = batch.sigma.view(-1, 1, 1, 1, 1)
+        x_t = (1 - sigma) * batch.signal + sigma * batch.noise
+        v = trainer.net(x_t, batch.sigma * 1000, batch.context, refs=batch.refs, context_mask=batch.context_mask)
+        expected = ((x_t - sigma * v - batch.x0).pow(2) * batch.loss_weight).mean()  # clean estimate vs sharp x0
+        torch.testing.assert_close(flow_matching_loss(trainer.net, batch, "x0"), expected)
+    assert trainer.run().steps == 4
+
+    with pytest.raises(ValueError, match=r"needs a cache with softened clips.*--soft-subjects"):
+        Trainer(TrainConfig.from_dict({**train_config(tmp_path / "plain", tmp_path / "r2"), "p_soft_subjects": 0.5}),
+                show_bar=False)
+    with pytest.raises(ValueError, match=r"p_soft_subjects must be a probability"):
+        TrainConfig.from_dict({**train_config(tmp_path / "soft", tmp_path / "r3"), "p_soft_subjects": 2}).validate()

@@ -24,6 +24,7 @@ from ..model.config import CheckpointError
 from ..model.latents import LATENT_FORMAT_FILE
 from .augment import ReferenceAugment
 from .dataset import DatasetError, list_samples, load_sample, make_clip
+from .soften import check_soften_sigma, soften_subjects
 
 MANIFEST = "manifest.json"
 MANIFEST_EVERY_S = 5.0
@@ -40,6 +41,14 @@ class CacheConfig:
     seed: int = 0
     threshold: float = 0.002
     dtype: str = "float32"
+    soft_subjects: float = 0.0  # > 0: also cache the clip with its subjects blurred by this many pixels (soften.py)
+
+    def settings(self) -> dict:
+        """What a cache's manifest records; soft_subjects only when on, so caches made before it stay valid."""
+        d = asdict(self)
+        if not d["soft_subjects"]:
+            del d["soft_subjects"]
+        return d
 
     def torch_dtype(self) -> torch.dtype:
         dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -99,10 +108,13 @@ def latent_masks(masks: np.ndarray, latent_thw: tuple[int, int, int]) -> torch.T
 
 @torch.no_grad()
 def encode_clip(clip, video_encoder: VideoEncoder, text_encoder: TextEncoder, augment: ReferenceAugment,
-                seed: int, dtype: torch.dtype) -> tuple[dict, dict]:
+                seed: int, dtype: torch.dtype, soft_subjects: float = 0.0) -> tuple[dict, dict]:
     video = video_encoder.encode(to_video_tensor(clip.frames))[0]  # raw latents [C, T, h, w]
     caption, caption_mask = text_encoder.encode([clip.caption])
     tensors = {"video": video, "caption": caption[0, : int(caption_mask[0].sum())]}
+    if soft_subjects:
+        soft = soften_subjects(clip.frames, [e.masks for e in clip.entities], soft_subjects)
+        tensors["video_soft"] = video_encoder.encode(to_video_tensor(soft))[0]
     if clip.entities:
         tags, tag_mask = text_encoder.encode([e.tag for e in clip.entities])
         tensors["tags"], tensors["tag_lengths"] = tags, tag_mask.sum(1)
@@ -139,7 +151,8 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
     samples = list_samples(data_root)
     if not samples:
         raise DatasetError(f"{data_root}: no sample folders (each needs a sample.json); see the README's dataset format")
-    settings = {"version": CACHE_VERSION, "encoder": encoder_id, "config": asdict(cfg)}
+    check_soften_sigma(cfg.soft_subjects)
+    settings = {"version": CACHE_VERSION, "encoder": encoder_id, "config": cfg.settings()}
     manifest = read_manifest(out) or {**settings, "clips": {}}
     if {k: manifest.get(k) for k in settings} != settings:
         raise CheckpointError(f"{out} holds a cache built with other encoders or settings "
@@ -171,7 +184,8 @@ def build_cache(data_root, out_dir, video_encoder: VideoEncoder, text_encoder: T
             clip = make_clip(sample, cfg.num_frames, rng, refs_per_entity=cfg.ref_variants, size_hw=size,
                              threshold=cfg.threshold)
             aug_seed = int(np.random.SeedSequence([cfg.seed, s_idx, c_idx]).generate_state(1)[0])
-            tensors, meta = encode_clip(clip, video_encoder, text_encoder, augment, aug_seed, cfg.torch_dtype())
+            tensors, meta = encode_clip(clip, video_encoder, text_encoder, augment, aug_seed, cfg.torch_dtype(),
+                                        cfg.soft_subjects)
             save_safetensors(tensors, shard, meta)
             manifest["clips"][name] = {"file": f"shards/{shard.name}", "entities": len(clip.entities)}
             if part is None and time.monotonic() - last_write > MANIFEST_EVERY_S:

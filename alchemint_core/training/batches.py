@@ -76,6 +76,7 @@ class Batch:
     refs: References | None
     dense: DenseCaptions | None
     loss_weight: torch.Tensor  # [B, 1, T, H, W]
+    signal: torch.Tensor | None = None  # what is noised into x_t when not x0 (soft subjects); the target stays x0
 
     def to(self, device) -> "Batch":
         mv = lambda t: None if t is None else t.to(device)
@@ -83,7 +84,7 @@ class Batch:
                      None if self.refs is None else self.refs.to(device),
                      None if self.dense is None else DenseCaptions(mv(self.dense.context), mv(self.dense.spans),
                                                                    mv(self.dense.lengths)),
-                     mv(self.loss_weight))
+                     mv(self.loss_weight), mv(self.signal))
 
 
 def sample_sigma(g: torch.Generator, cfg) -> float:
@@ -129,7 +130,7 @@ def pad_stack(tensors: list[torch.Tensor], length: int | None = None) -> torch.T
 def make_batch(clips: CachedClips, positions: list[int], cfg, latent_format: LatentFormat, min_half_length: float,
                dense_captions: bool) -> Batch:
     """The clips at global sample positions (k values) with their seeded augmentation, dropout and noise."""
-    items, drops_caption, sigmas, noises, drops_refs, drops_words, variants = [], [], [], [], [], [], []
+    items, drops_caption, sigmas, noises, drops_refs, drops_words, variants, soft = [], [], [], [], [], [], [], []
     for k in positions:
         g = torch.Generator().manual_seed(mix_seed(cfg.seed, 1, k))
         item = clips[clips.position(k, cfg.seed)]
@@ -142,8 +143,16 @@ def make_batch(clips: CachedClips, positions: list[int], cfg, latent_format: Lat
         noises.append(torch.randn(item["video"].shape, generator=g))
         # drawn last and only when enabled: runs without it keep their random stream
         drops_words.append(cfg.p_drop_words > 0 and bool(torch.rand((), generator=g) < cfg.p_drop_words))
+        soft.append(cfg.p_soft_subjects > 0 and bool(torch.rand((), generator=g) < cfg.p_soft_subjects)
+                    and sigmas[-1] >= cfg.soft_min_sigma)
 
     x0 = latent_format.normalize(torch.stack([it["video"].float() for it in items]))
+    signal = None
+    if any(soft):
+        signal = x0.clone()
+        for i, (it, on) in enumerate(zip(items, soft)):
+            if on:
+                signal[i] = latent_format.normalize(it["video_soft"].float()[None])[0]
     drops_caption = [a or b for a, b in zip(drops_caption, drops_words)]
     captions = [clips.null_caption if drop else it["caption"].float() for it, drop in zip(items, drops_caption)]
     lengths = torch.tensor([c.shape[0] for c in captions])
@@ -186,7 +195,7 @@ def make_batch(clips: CachedClips, positions: list[int], cfg, latent_format: Lat
     if dense_captions:
         dense = dense_batch(items, drops_caption)
     sigma = torch.tensor(sigmas)
-    return Batch(x0, torch.stack(noises), sigma, context, context_mask, refs, dense, loss_weight)
+    return Batch(x0, torch.stack(noises), sigma, context, context_mask, refs, dense, loss_weight, signal)
 
 
 def dense_batch(items: list[dict], dropped: list[bool]) -> DenseCaptions:

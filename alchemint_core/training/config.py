@@ -69,6 +69,10 @@ class TrainConfig:
     p_drop_caption: float = opt(0.1, "probability of dropping the caption (and timed captions) for guidance")
     p_drop_words: float = opt(0.0, "probability of dropping a sample's words (caption and every tag) while keeping "
                                    "its reference images, so identity must come from the images")
+    p_soft_subjects: float = opt(0.0, "probability that a sample drawn at a noise level >= soft_min_sigma is noised "
+                                      "from its clip with the subjects blurred (a cache made with --soft-subjects) "
+                                      "while the target stays sharp, so outlines must come from the conditioning")
+    soft_min_sigma: float = opt(0.7, "the lowest noise level at which p_soft_subjects applies")
     loss_space: str = opt("velocity", "where the MSE is taken: 'velocity' (noise - x0: an error in the clean "
                           "estimate weighs 1/sigma^2, so low noise levels dominate) or 'x0' (the clean estimate "
                           "x_t - sigma*v: every noise level alike)")
@@ -114,7 +118,9 @@ class TrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 errors.append(f"{name} must be an integer >= 1")
-        for name in ("p_drop_refs", "p_drop_caption", "p_drop_words"):
+        if not (isinstance(self.soft_min_sigma, (int, float)) and 0 < self.soft_min_sigma <= 1):
+            errors.append("soft_min_sigma must be a noise level in (0, 1]")
+        for name in ("p_drop_refs", "p_drop_caption", "p_drop_words", "p_soft_subjects"):
             if not 0 <= getattr(self, name) <= 1:
                 errors.append(f"{name} must be a probability in [0, 1]")
         for name in ("lr_new", "lr_base", "weight_decay", "max_grad_norm", "subject_loss_weight", "logit_std"):

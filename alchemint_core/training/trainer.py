@@ -140,10 +140,14 @@ def flow_matching_loss(model, batch: Batch, space: str = "velocity") -> torch.Te
     """MSE on video latents only, per-cell weighted: between predicted and true velocity (noise - x0), or with
     space 'x0' between the clean estimate x_t - sigma*v and x0 (the same error times sigma^2)."""
     sigma = batch.sigma.view(-1, 1, 1, 1, 1)
-    x_t = (1 - sigma) * batch.x0 + sigma * batch.noise
+    signal = batch.x0 if batch.signal is None else batch.signal
+    x_t = (1 - sigma) * signal + sigma * batch.noise
     pred = model(x_t, batch.sigma * 1000, batch.context, refs=batch.refs, context_mask=batch.context_mask,
                  dense=batch.dense)
-    err = pred.float() - (batch.noise - batch.x0)
+    target = batch.noise - batch.x0  # the velocity (x_t - x0) / sigma that reaches x0 from x_t
+    if batch.signal is not None:  # noised from another signal: only at sigma >= soft_min_sigma > 0
+        target = target + (1 - sigma) / sigma.clamp_min(1e-3) * (batch.signal - batch.x0)
+    err = pred.float() - target
     if space == "x0":
         err = err * sigma  # (x_t - sigma*pred) - x0 = -sigma*(pred - v)
     return (err.pow(2) * batch.loss_weight).mean(dim=(1, 2, 3, 4)).mean()
@@ -162,6 +166,10 @@ class Trainer:
         if cfg.batch_size % self.dist.world:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {self.dist.world} processes")
         self.clips = CachedClips(cfg.cache)
+        if cfg.p_soft_subjects and not self.clips.manifest.get("config", {}).get("soft_subjects"):
+            raise ValueError(f"p_soft_subjects {cfg.p_soft_subjects} needs a cache with softened clips, and "
+                             f"{cfg.cache} has none: build one with `python -m alchemint_core cache ... "
+                             f"--soft-subjects 3` (the blur in pixels), or set p_soft_subjects = 0")
         self.latent_format = latent_format or read_latent_format(Path(cfg.cache))
         self.model = build_model(cfg, self.device)
         self.adapter_cfg = self.model.alchemint.cfg
