@@ -351,6 +351,8 @@ CASES = [
          r"write the masks at the video's resolution"),
     Case("dataset-unreadable-video", lambda e: cli_error(e, *dataset(e, unreadable_video)), r"video\.mp4",
          r"re-encode|export"),
+    Case("cli-cache-negative-soft-subjects", lambda e: cli_error(e, *dataset(e, lambda f: None), "--soft-subjects", "-1"),
+         r"soft_subjects=-1\.0", r"sigma in pixels, a finite number >= 0"),
     Case("dataset-missing-folder", lambda e: cli_error(e, "cache", "--data", str(e.tmp / "none"), "--out",
                                                        str(e.tmp / "out"), "--encoders", str(ENCODERS_FILE)),
          r"none: no such dataset folder", r"give the folder"),
