@@ -279,34 +279,6 @@ def test_latent_to_moves_a_trained_model_onto_pixel_latents_with_x_prediction(ca
     assert len(CachedClips(pixel_cache)) == len(CachedClips(cache))
 
 
-def test_field_head_grows_a_trained_model_trains_and_loads_back(cache, tmp_path):
-    """field_head: a neural-field head beside the linear one, added to a trained model with a zero read-out, so the
-    grown model computes exactly what the base did; training moves it, and the saved file (with its config header,
-    and as a bare state dict whose shapes alone give the field's width) loads back."""
-    base_run = run(train_config(cache, tmp_path / "base", steps=4))
-    base = ac.load_model(base_run.output)
-    cfg = {**train_config(cache, tmp_path / "field", steps=8, base=str(base_run.output), field_head=6, lr_new=5e-3,
-                          lr_base=5e-3), "model": {}}
-    trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)
-    grown = trainer.model
-    assert grown.cfg.field_head == 6 and grown.head.field.codes.shape == (base.head.head.out_features, 16)
-    x, ctx = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 3, TINY_MODEL["text_dim"])
-    t = torch.tensor([300.0, 800.0])
-    with torch.no_grad():
-        assert torch.equal(grown(x, t, ctx), base(x, t, ctx))
-    result = trainer.run()
-    saved = tensors(result.output)
-    assert saved["head.field.proj.weight"][-6:].abs().max() > 0  # the read-out trained away from zero
-    loaded = ac.load_model(result.output)
-    assert loaded.cfg.field_head == 6
-    with torch.no_grad():
-        assert not torch.allclose(loaded(x, t, ctx), base(x, t, ctx))
-    bare = ac.load_model({k: v for k, v in saved.items()})  # no header: the width comes from the shapes
-    assert bare.cfg.field_head == 6
-    for k, v in loaded.head.field.state_dict().items():
-        assert torch.equal(bare.head.field.state_dict()[k], v), k
-
-
 @pytest.mark.parametrize("change,match", [({"deepen_to": 1}, "must be an integer >= the model's 2 blocks"),
                                           ({"deepen_to": 3, "mode": "adapter-only"}, "mode 'full'"),
                                           ({"deepen_to": -1}, "deepen_to must be an integer >= 0"),
@@ -317,9 +289,7 @@ def test_field_head_grows_a_trained_model_trains_and_loads_back(cache, tmp_path)
                                           ({"latent_to": {"in_dim": 0}}, "latent_to: in_dim 0 must be an integer"),
                                           ({"latent_to": {"channels": 8}}, "latent_to must be a table of in_dim"),
                                           ({"latent_to": {"prediction": "eps"}}, "prediction 'eps' must be one of"),
-                                          ({"latent_to": {"in_dim": 8}, "mode": "adapter-only"}, "latent_to needs"),
-                                          ({"field_head": -2}, "field_head must be an integer >= 0"),
-                                          ({"field_head": 8, "mode": "lora"}, "field_head needs a base model")])
+                                          ({"latent_to": {"in_dim": 8}, "mode": "adapter-only"}, "latent_to needs")])
 def test_bad_growth_is_explained(cache, tmp_path, change, match):
     base_run = run(train_config(cache, tmp_path / "base", steps=2))
     cfg = TrainConfig.from_dict({**train_config(cache, tmp_path / "d", base=str(base_run.output), **change),

@@ -41,8 +41,6 @@ class WanConfig:
     # (x_t - x0) / sigma). A head narrower than its output (pixel latents: 768 values per token from 192 features)
     # cannot represent noise, which fills every dimension, but can represent clean data, which does not.
     prediction: str = "velocity"
-    # Hidden units of a neural-field head added to the linear head (model/field_head.py); 0 = Wan's head alone.
-    field_head: int = 0
 
     @property
     def head_dim(self) -> int:
@@ -51,9 +49,6 @@ class WanConfig:
     def validate(self) -> "WanConfig":
         if self.prediction not in PREDICTIONS:
             raise CheckpointError(f"prediction {self.prediction!r} must be one of {PREDICTIONS}")
-        if not isinstance(self.field_head, int) or isinstance(self.field_head, bool) or self.field_head < 0:
-            raise CheckpointError(f"field_head {self.field_head!r} must be an integer >= 0 (hidden units of the "
-                                  "neural-field head; 0 = none)")
         if self.dim % self.num_heads:
             raise CheckpointError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2 or self.head_dim < 6:
@@ -212,9 +207,7 @@ def infer_config(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str
     cfg = WanConfig(dim=dim, ffn_dim=shapes["blocks.0.ffn.0.weight"][0], num_heads=dim // head_dim,
                     num_layers=num_layers, in_dim=in_dim, out_dim=shapes["head.head.weight"][0] // math.prod(patch),
                     text_dim=shapes["text_embedding.0.weight"][1], freq_dim=shapes["time_embedding.0.weight"][1],
-                    patch_size=patch, cross_attn_norm="blocks.0.norm3.weight" in shapes,
-                    field_head=shapes["head.field.proj.weight"][0] // (shapes["head.field.codes"][1] + 2)
-                    if "head.field.codes" in shapes else 0)
+                    patch_size=patch, cross_attn_norm="blocks.0.norm3.weight" in shapes)
     return cfg.validate()
 
 

@@ -1,7 +1,6 @@
 """Weights of models trained from nothing (the demo), and growing a trained model so training goes on from what it
-already does: deepening (more transformer blocks, each new one starting as the identity), finer patches (more
-tokens per latent frame, the patch embedding and head split from the trained ones) and a neural-field head (added
-beside the linear head with a zero read-out)."""
+already does: deepening (more transformer blocks, each new one starting as the identity) and finer patches (more
+tokens per latent frame, the patch embedding and head split from the trained ones)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +9,6 @@ import torch
 from einops import rearrange, reduce
 from torch import nn
 
-from .field_head import FieldHead
 from .loading import init_tag_mlp_from_text_embedding
 from .transformer import Block, WanModel
 
@@ -33,26 +31,9 @@ def init_weights(named_parameters) -> None:
 
 def init_from_scratch(model: WanModel) -> None:
     """A model trained from nothing: init_weights everywhere but the adapter, a zero head (first outputs are 0)."""
-    init_weights((n, p) for n, p in model.named_parameters()
-                 if not n.startswith("alchemint.") and n != "head.field.codes")  # codes stay unit normal
+    init_weights((n, p) for n, p in model.named_parameters() if not n.startswith("alchemint."))
     nn.init.zeros_(model.head.head.weight)
-    if model.head.field is not None:
-        model.head.field.zero_readout()
     init_tag_mlp_from_text_embedding(model)
-
-
-def add_field_head(model: WanModel, hidden: int) -> WanModel:
-    """Give the model a neural-field head of `hidden` units in place (a fresh one, with a zero read-out, replacing
-    any it had): it computes exactly what it did until the field is trained."""
-    if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 1:
-        raise ValueError(f"field_head {hidden!r} must be an integer >= 1: the hidden units of the neural-field head "
-                         "to add (0 = add none)")
-    cfg = dataclasses.replace(model.cfg, field_head=hidden).validate()
-    head = model.head.head
-    field = FieldHead(cfg.dim, head.out_features, hidden)
-    model.head.field = field.to(head.weight.device, torch.float32)
-    model.cfg = cfg
-    return model
 
 
 def spread(old: int, new: int) -> list[int]:
@@ -130,7 +111,7 @@ def refine_patches(model: WanModel, patch_size) -> WanModel:
     out.bias.copy_(b.flatten())
     model.patch_embedding, model.head.head, model.cfg = embedding, out, cfg
     model._video_tables = {}
-    return add_field_head(model, cfg.field_head) if cfg.field_head else model
+    return model
 
 
 @torch.no_grad()
@@ -155,4 +136,4 @@ def move_to_latents(model: WanModel, in_dim: int, patch_size, prediction: str) -
     model.patch_embedding, model.head.head = embedding.to(device, torch.float32), head.to(device, torch.float32)
     model.cfg = cfg
     model._video_tables = {}
-    return add_field_head(model, cfg.field_head) if cfg.field_head else model
+    return model

@@ -16,7 +16,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import X_PREDICTION_MIN_SIGMA, AdapterConfig, WanConfig, describe_base
-from .field_head import FieldHead
 from .dense import DenseCaptions, DenseCrossAttention, DenseState, prepare_dense
 from .layers import LayerNorm, Linear, RMSNorm, attention, modulate, sinusoidal_embedding, wide
 from .references import PackedReferences, References, pack_references
@@ -126,15 +125,12 @@ class Head(nn.Module):
     def __init__(self, cfg: WanConfig):
         super().__init__()
         self.norm = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
-        channels = cfg.out_dim * cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2]
-        self.head = Linear(cfg.dim, channels)
+        self.head = Linear(cfg.dim, cfg.out_dim * cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2])
         self.modulation = nn.Parameter(torch.zeros(1, 2, cfg.dim))
-        self.field = FieldHead(cfg.dim, channels, cfg.field_head) if cfg.field_head else None
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         shift, scale = (self.modulation.to(x.dtype) + e[:, None]).chunk(2, dim=1)
-        y = modulate(self.norm(x), shift, scale)
-        return self.head(y) if self.field is None else self.head(y) + self.field(y)
+        return self.head(modulate(self.norm(x), shift, scale))
 
 
 class AlcheMinTAdapter(nn.Module):

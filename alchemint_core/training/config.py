@@ -47,9 +47,6 @@ class TrainConfig:
     latent_to: dict = opt({}, "move the base model onto another VAE's latents before training (mode 'full'): "
                               "{in_dim = C, patch_size = [pt, ph, pw], prediction = 'velocity' or 'x'}; a new patch "
                               "embedding and a zero head, every other weight kept; empty = keep its latent space")
-    field_head: int = opt(0, "give the base model a neural-field head of this many hidden units beside its linear "
-                             "head before training (mode 'full'; e.g. 32 for pixel latents): it starts with a zero "
-                             "read-out, so training begins from what the base computes; 0 = keep the base's head")
     mode: str = opt("lora", "what trains: 'lora' (adapter + LoRA deltas), 'full' (every weight) or "
                             "'adapter-only' (only the new AlcheMinT parameters)")
     steps: int = opt(1000, "optimizer steps to train")
@@ -157,12 +154,6 @@ class TrainConfig:
                           "patch_size = [1, 1, 1], prediction = 'x'} (empty = keep the latent space)")
         elif self.latent_to and (not self.base or self.mode != "full"):
             errors.append("latent_to needs a base model and mode 'full' (the new embedding and head must train)")
-        if not isinstance(self.field_head, int) or isinstance(self.field_head, bool) or self.field_head < 0:
-            errors.append("field_head must be an integer >= 0: hidden units of the neural-field head to add "
-                          "(0 = keep the base model's head)")
-        elif self.field_head and (not self.base or self.mode != "full"):
-            errors.append("field_head needs a base model and mode 'full' (the new head must train; a model from "
-                          "scratch takes it as model.field_head)")
         if errors:
             raise ValueError("training config: " + "; ".join(errors))
         return self
