@@ -511,6 +511,43 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_denoise_error(args) -> int:
+    from .files import atomic_write
+    from .model.latents import read_latent_format
+    from .training.batches import CachedClips
+    from .training.denoise_error import denoise_errors, error_table
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    named = []
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--model {item!r}: write NAME=PATH, e.g. --model mine=runs/mine/model.safetensors")
+        named.append((name, path))
+    check_writable(args.out, "--out")
+    clips = CachedClips(args.cache)
+    latent_format = read_latent_format(Path(args.cache))
+    channels = clips[0]["video"].shape[0]
+    models = []
+    for name, path in named:  # every file checked before any work
+        model = load_model(path, device="cpu", compute_dtype=torch.float32).eval()
+        if model.cfg.in_dim != channels or model.alchemint is None:
+            raise ValueError(f"--model {name}={path} reads {model.cfg.in_dim}-channel latents with references; "
+                             f"{args.cache} holds {channels}-channel clips: build the cache with the model's encoders")
+        models.append((name, model))
+    results = {}
+    for name, model in models:
+        results[name] = denoise_errors(model, clips, latent_format, args.sigmas, args.count, seed=args.seed)
+        print(error_table({name: results[name]}).splitlines()[-1], flush=True)
+    print()
+    print(error_table(results))
+    out = {"cache": str(args.cache), "count": args.count or len(clips), "seed": args.seed,
+           "models": {name: path for name, path in named},
+           "results": {name: {str(s): v for s, v in res.items()} for name, res in results.items()}}
+    atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(out, indent=1)))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     import platform
 
@@ -656,6 +693,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     pr.add_argument("--out", default="probe.json", help="results JSON (default probe.json)")
     pr.set_defaults(func=cmd_probe)
+
+    de = sub.add_parser("denoise-error", help="clean-estimate error per noise level on a cache's clips, side by side",
+                        description="For each model, the error of its clean estimate x_t - sigma*v against the clean "
+                                    "clip at fixed noise levels (same noise for every model, no dropout), over all "
+                                    "latent cells and over the subjects' cells. On a cache of clips no model trained "
+                                    "on (make-demo-data --seed 9) it shows what they learnt. Prints a table, writes "
+                                    "JSON.")
+    de.add_argument("--model", action="append", required=True, metavar="NAME=PATH", help="a model file, repeatable")
+    de.add_argument("--cache", required=True, help="cache folder of the clips (built with the models' encoders)")
+    de.add_argument("--sigmas", type=float, nargs="+", default=[0.95, 0.85, 0.7, 0.5],
+                    help="noise levels in (0, 1] (default 0.95 0.85 0.7 0.5)")
+    de.add_argument("--count", type=int, help="clips to use (default: all)")
+    de.add_argument("--seed", type=int, default=0, help="seed of the clips' order and noise (default 0)")
+    de.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
+    de.add_argument("--out", default="denoise-error.json", help="results JSON (default denoise-error.json)")
+    de.set_defaults(func=cmd_denoise_error)
 
     bench = sub.add_parser("bench", help="speed and memory figures against their limits (a few minutes on a CPU)",
                            description="Measure, side by side in one run: the cost of references against their token "
