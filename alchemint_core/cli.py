@@ -474,6 +474,16 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def named_paths(items: list[str], example: str) -> list[tuple[str, str]]:
+    """NAME=PATH arguments as (name, path) pairs; `example` is a well-formed one, flag included."""
+    flag = example.split()[0]
+    pairs = [item.partition("=") for item in items]
+    bad = next((item for item, (name, sep, path) in zip(items, pairs) if not (sep and name and path)), None)
+    if bad is not None:
+        raise ValueError(f"{flag} {bad!r}: write NAME=PATH, e.g. {example}")
+    return [(name, path) for name, _, path in pairs]
+
+
 def cmd_probe(args) -> int:
     import numpy as np
 
@@ -482,12 +492,7 @@ def cmd_probe(args) -> int:
     from .encoders import load_encoders
     from .files import atomic_write
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    named = []
-    for item in args.encoders:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--encoders {item!r}: write NAME=PATH, e.g. --encoders pixel=runs/pixel.safetensors")
-        named.append((name, path))
+    named = named_paths(args.encoders, "--encoders pixel=runs/pixel.safetensors")
     vaes = [(name, load_encoders(path)[0]) for name, path in named]  # every file checked before any work
     for (name, path), (_, vae) in zip(named, vaes):
         require_frame_wise(vae, f"--encoders {name}={path}")
@@ -517,12 +522,7 @@ def cmd_denoise_error(args) -> int:
     from .training.batches import CachedClips
     from .training.denoise_error import denoise_errors, error_table
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    named = []
-    for item in args.model:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--model {item!r}: write NAME=PATH, e.g. --model mine=runs/mine/model.safetensors")
-        named.append((name, path))
+    named = named_paths(args.model, "--model mine=runs/mine/model.safetensors")
     check_writable(args.out, "--out")
     clips = CachedClips(args.cache)
     latent_format = read_latent_format(Path(args.cache))
