@@ -279,33 +279,6 @@ def test_latent_to_moves_a_trained_model_onto_pixel_latents_with_x_prediction(ca
     assert len(CachedClips(pixel_cache)) == len(CachedClips(cache))
 
 
-def test_conv_head_grows_a_pixel_latent_model_that_trains_and_loads_back(cache, tmp_path):
-    """conv_head: a model moved onto pixel latents gets a convolutional pixel head beside its linear one; it starts
-    as a zero residual (the first outputs are the moved model's), trains, and is saved and loaded with the model."""
-    from alchemint_core.encoders import TinyVideoVAE
-    base_run = run(train_config(cache, tmp_path / "base", steps=2))
-    pixel = TinyVideoVAE(768, 0, frame_wise=True, scale=8, pixel=True).eval()
-    pixel_cache = tmp_path / "pixel_cache"
-    build_cache(cache.parent / "data", pixel_cache, pixel, encoders()[1], CacheConfig(num_frames=9, ref_variants=2),
-                encoder_id="pixel")
-    cfg = {**train_config(pixel_cache, tmp_path / "px", steps=6, base=str(base_run.output), conv_head=32,
-                          latent_to={"in_dim": 768, "patch_size": [1, 1, 1], "prediction": "x"}), "model": {}}
-    trainer = Trainer(TrainConfig.from_dict(cfg), show_bar=False)
-    grown = trainer.model
-    assert grown.cfg.conv_head == 32 and grown.conv_head is not None
-    x, ctx = torch.randn(1, 768, 3, 4, 4), torch.randn(1, 3, TINY_MODEL["text_dim"])
-    with torch.no_grad():
-        torch.testing.assert_close(grown(x, torch.tensor([500.0]), ctx), x / 0.5)  # zero heads: x0 estimate 0
-    result = trainer.run()
-    saved = tensors(result.output)
-    assert saved["conv_head.out.weight"].abs().max() > 0  # the zero convolution trained
-    loaded = ac.load_model(result.output)
-    assert loaded.cfg.conv_head == 32
-    with torch.no_grad():
-        out = loaded(x, torch.tensor([500.0]), ctx)
-    assert out.shape == x.shape and torch.isfinite(out).all()
-
-
 @pytest.mark.parametrize("change,match", [({"deepen_to": 1}, "must be an integer >= the model's 2 blocks"),
                                           ({"deepen_to": 3, "mode": "adapter-only"}, "mode 'full'"),
                                           ({"deepen_to": -1}, "deepen_to must be an integer >= 0"),
@@ -316,10 +289,7 @@ def test_conv_head_grows_a_pixel_latent_model_that_trains_and_loads_back(cache, 
                                           ({"latent_to": {"in_dim": 0}}, "latent_to: in_dim 0 must be an integer"),
                                           ({"latent_to": {"channels": 8}}, "latent_to must be a table of in_dim"),
                                           ({"latent_to": {"prediction": "eps"}}, "prediction 'eps' must be one of"),
-                                          ({"latent_to": {"in_dim": 8}, "mode": "adapter-only"}, "latent_to needs"),
-                                          ({"conv_head": 32}, r"conv_head 32 needs .* pixel latents"),
-                                          ({"conv_head": -1}, "conv_head must be an integer width"),
-                                          ({"conv_head": 32, "mode": "adapter-only"}, "conv_head needs a base")])
+                                          ({"latent_to": {"in_dim": 8}, "mode": "adapter-only"}, "latent_to needs")])
 def test_bad_growth_is_explained(cache, tmp_path, change, match):
     base_run = run(train_config(cache, tmp_path / "base", steps=2))
     cfg = TrainConfig.from_dict({**train_config(cache, tmp_path / "d", base=str(base_run.output), **change),

@@ -41,9 +41,6 @@ class WanConfig:
     # (x_t - x0) / sigma). A head narrower than its output (pixel latents: 768 values per token from 192 features)
     # cannot represent noise, which fills every dimension, but can represent clean data, which does not.
     prediction: str = "velocity"
-    # Width of a convolutional pixel head beside the linear one (pixel latents at patch 1x1x1 only; 0 = none):
-    # see pixel_head.py.
-    conv_head: int = 0
 
     @property
     def head_dim(self) -> int:
@@ -52,12 +49,6 @@ class WanConfig:
     def validate(self) -> "WanConfig":
         if self.prediction not in PREDICTIONS:
             raise CheckpointError(f"prediction {self.prediction!r} must be one of {PREDICTIONS}")
-        if self.conv_head:
-            if (not isinstance(self.conv_head, int) or self.conv_head < 16 or pixel_scale(self.out_dim) is None
-                    or tuple(self.patch_size) != (1, 1, 1)):
-                raise CheckpointError(f"conv_head {self.conv_head!r} needs an integer width >= 16 and pixel latents "
-                                      f"(12 x s^2 channels) at patch [1, 1, 1]; this model has {self.out_dim} "
-                                      f"channels at patch {list(self.patch_size)}")
         if self.dim % self.num_heads:
             raise CheckpointError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if self.head_dim % 2 or self.head_dim < 6:
@@ -187,12 +178,6 @@ def strip_prefix(keys: Sequence[str]) -> str:
         "A14B T2V expert or TI2V 5B file), not a VAE, text encoder or LoRA file.")
 
 
-def pixel_scale(channels: int) -> int | None:
-    """s for pixel latents of 12·s² channels (4 frames x 3 colours x s x s pixels, s a power of two), else None."""
-    s = math.isqrt(channels // 12) if channels % 12 == 0 else 0
-    return s if s >= 2 and s * s * 12 == channels and s & (s - 1) == 0 else None
-
-
 def infer_config(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str] | None = None) -> WanConfig:
     """Read a WanConfig off tensor shapes (keys without prefix). A saved 'alchemint_model' header wins."""
     if metadata and "alchemint_model" in metadata:
@@ -227,6 +212,6 @@ def infer_config(shapes: Mapping[str, Sequence[int]], metadata: Mapping[str, str
 
 
 __all__ = ["WanConfig", "AdapterConfig", "CheckpointError", "ROPE_MODES", "WAN21_1_3B", "WAN21_14B", "WAN22_A14B",
-           "WAN22_TI2V_5B", "describe_base", "pixel_scale",
+           "WAN22_TI2V_5B", "describe_base",
            "infer_config", "strip_prefix", "rope_split", "check_werope_weights", "W_MID_MAX", "PREDICTIONS",
            "X_PREDICTION_MIN_SIGMA"]

@@ -141,7 +141,6 @@ class HostedWan:
     """A host model plus an AlcheMinT adapter, callable as WanModel: hosted(x, timestep, context, refs=...)."""
 
     gradient_checkpointing = False
-    conv_head = None  # a host has only its linear head
     embed_patches = WanModel.embed_patches
     time_modulation = WanModel.time_modulation
     video_rope = WanModel.video_rope

@@ -1,7 +1,6 @@
 """Weights of models trained from nothing (the demo), and growing a trained model so training goes on from what it
 already does: deepening (more transformer blocks, each new one starting as the identity) and finer patches (more
-tokens per latent frame, the patch embedding and head split from the trained ones), another latent space, and a
-convolutional pixel head."""
+tokens per latent frame, the patch embedding and head split from the trained ones)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +10,6 @@ from einops import rearrange, reduce
 from torch import nn
 
 from .loading import init_tag_mlp_from_text_embedding
-from .pixel_head import ConvPixelHead
 from .transformer import Block, WanModel
 
 # The projections that write into a block's residual stream: zero makes the block the identity.
@@ -138,18 +136,4 @@ def move_to_latents(model: WanModel, in_dim: int, patch_size, prediction: str) -
     model.patch_embedding, model.head.head = embedding.to(device, torch.float32), head.to(device, torch.float32)
     model.cfg = cfg
     model._video_tables = {}
-    return model
-
-
-def add_conv_head(model: WanModel, width: int) -> WanModel:
-    """Give a model on pixel latents a convolutional pixel head of this width beside its linear one, in place. The
-    head's last convolution is zero, so the model computes exactly what it computed before (pixel_head.py)."""
-    if not isinstance(width, int) or isinstance(width, bool) or width < 0:
-        raise ValueError(f"conv_head {width!r} must be an integer width >= 16 (0 = no conv head)")
-    if model.conv_head is not None:
-        raise ValueError("conv_head: the base model already has a conv pixel head; leave conv_head at 0 to keep it")
-    cfg = dataclasses.replace(model.cfg, conv_head=width).validate()
-    device = model.patch_embedding.weight.device
-    model.conv_head = ConvPixelHead(cfg.dim, cfg.out_dim, width).to(device, torch.float32)
-    model.cfg = cfg
     return model

@@ -18,7 +18,6 @@ from torch.utils.checkpoint import checkpoint
 from .config import X_PREDICTION_MIN_SIGMA, AdapterConfig, WanConfig, describe_base
 from .dense import DenseCaptions, DenseCrossAttention, DenseState, prepare_dense
 from .layers import LayerNorm, Linear, RMSNorm, attention, modulate, sinusoidal_embedding, wide
-from .pixel_head import ConvPixelHead
 from .references import PackedReferences, References, pack_references
 from .rope import RopeBank, TemporalRope, apply_rope, video_table
 
@@ -129,13 +128,9 @@ class Head(nn.Module):
         self.head = Linear(cfg.dim, cfg.out_dim * cfg.patch_size[0] * cfg.patch_size[1] * cfg.patch_size[2])
         self.modulation = nn.Parameter(torch.zeros(1, 2, cfg.dim))
 
-    def features(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """The normed, time-modulated tokens the output layers read."""
-        shift, scale = (self.modulation.to(x.dtype) + e[:, None]).chunk(2, dim=1)
-        return modulate(self.norm(x), shift, scale)
-
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x, e))
+        shift, scale = (self.modulation.to(x.dtype) + e[:, None]).chunk(2, dim=1)
+        return self.head(modulate(self.norm(x), shift, scale))
 
 
 class AlcheMinTAdapter(nn.Module):
@@ -167,7 +162,6 @@ class WanModel(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), Linear(dim, dim * 6))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
-        self.conv_head = ConvPixelHead(dim, cfg.out_dim, cfg.conv_head) if cfg.conv_head else None
         self.alchemint = AlcheMinTAdapter(cfg, adapter) if adapter is not None else None
         self.bank = RopeBank(cfg)
         self.compute_dtype = torch.float32
@@ -277,13 +271,11 @@ class WanModel(nn.Module):
             else:
                 tokens = block(tokens, step, branch)
 
-        features = self.head.features(tokens[:, :n_video], e)  # reference and tag outputs are discarded
+        out = self.head(tokens[:, :n_video], e)  # reference and tag outputs are discarded
         pf, ph, pw = self.cfg.patch_size
         f, h, w = grid
-        out = rearrange(self.head.head(features), "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
+        out = rearrange(out, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
                         f=f, h=h, w=w, pf=pf, ph=ph, pw=pw)
-        if self.conv_head is not None:
-            out = out + self.conv_head(features, grid, x).to(out.dtype)
         if self.cfg.prediction == "x":  # the head predicted the clean latents: the velocity that reaches them
             f = torch.promote_types(x.dtype, torch.float32)  # at least fp32: dividing by a small sigma
             sigma = (timestep.to(f) / 1000).clamp_min(X_PREDICTION_MIN_SIGMA).view(-1, 1, 1, 1, 1)

@@ -47,9 +47,6 @@ class TrainConfig:
     latent_to: dict = opt({}, "move the base model onto another VAE's latents before training (mode 'full'): "
                               "{in_dim = C, patch_size = [pt, ph, pw], prediction = 'velocity' or 'x'}; a new patch "
                               "embedding and a zero head, every other weight kept; empty = keep its latent space")
-    conv_head: int = opt(0, "give the base model a convolutional pixel head of this width beside its linear one "
-                            "before training (mode 'full', pixel latents at patch [1, 1, 1]; it starts as a zero "
-                            "residual); 0 = keep the base model's heads")
     mode: str = opt("lora", "what trains: 'lora' (adapter + LoRA deltas), 'full' (every weight) or "
                             "'adapter-only' (only the new AlcheMinT parameters)")
     steps: int = opt(1000, "optimizer steps to train")
@@ -152,11 +149,6 @@ class TrainConfig:
             errors.append("patch_to must be a list of three integers, e.g. [1, 1, 1] (empty = keep the patch size)")
         elif self.patch_to and (not self.base or self.mode != "full"):
             errors.append("patch_to needs a base model and mode 'full' (every weight must adapt to the new tokens)")
-        if not isinstance(self.conv_head, int) or isinstance(self.conv_head, bool) or self.conv_head < 0:
-            errors.append("conv_head must be an integer width >= 16 (0 = no conv head)")
-        elif self.conv_head and (not self.base or self.mode != "full"):
-            errors.append("conv_head needs a base model and mode 'full' (train a new model's head with "
-                          "model.conv_head)")
         if not isinstance(self.latent_to, dict) or set(self.latent_to) - {"in_dim", "patch_size", "prediction"}:
             errors.append("latent_to must be a table of in_dim, patch_size and prediction, e.g. {in_dim = 768, "
                           "patch_size = [1, 1, 1], prediction = 'x'} (empty = keep the latent space)")

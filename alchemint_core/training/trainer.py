@@ -17,7 +17,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 
 from ..files import SafetensorsFile, atomic_write, remove_temporaries, save_safetensors
 from ..model.config import AdapterConfig, CheckpointError, WanConfig
-from ..model.initialisation import add_conv_head, deepen, init_from_scratch, move_to_latents, refine_patches
+from ..model.initialisation import deepen, init_from_scratch, move_to_latents, refine_patches
 from ..model.latents import LatentFormat, read_latent_format
 from ..model.loading import load_model, save_adapter, save_model
 from ..model.memory import TRAINING_OPTIONS, explain_out_of_memory
@@ -85,8 +85,6 @@ def build_model(cfg: TrainConfig, device: torch.device) -> WanModel:
         move_to_latents(model, cfg.latent_to.get("in_dim", model.cfg.in_dim),
                         cfg.latent_to.get("patch_size", list(model.cfg.patch_size)),
                         cfg.latent_to.get("prediction", model.cfg.prediction))
-    if cfg.conv_head:
-        add_conv_head(model, cfg.conv_head)
     for name, p in model.named_parameters():
         if cfg.mode == "full":
             trains = True
