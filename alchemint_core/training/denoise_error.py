@@ -45,10 +45,11 @@ def denoise_errors(model, clips: CachedClips, latent_format, sigmas: list[float]
     for first in range(0, n, batch_size):
         batch = make_batch(clips, list(range(first, min(first + batch_size, n))), cfg, latent_format, half, False)
         subject = (batch.loss_weight > 1).float()
+        refs = None if batch.refs is None else model.pack(batch.refs, batch.x0.shape)  # once for every level
         for s in sigmas:
             sigma = torch.full((batch.x0.shape[0],), float(s))
             x_t = (1 - s) * batch.x0 + s * batch.noise
-            v = model(x_t, sigma * 1000, batch.context, refs=batch.refs, context_mask=batch.context_mask).float()
+            v = model(x_t, sigma * 1000, batch.context, refs=refs, context_mask=batch.context_mask).float()
             err = (x_t - s * v - batch.x0).pow(2).mean(dim=1, keepdim=True)  # per cell
             sums[s][0] += float(err.mean(dim=(1, 2, 3, 4)).sum())
             sums[s][1] += float((err * subject).sum())
